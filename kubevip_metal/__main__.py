@@ -1,0 +1,3 @@
+from kubevip_metal.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The `kube-vip-metal` command: `manager`, `manifest pod|daemonset|rbac`, `version`.
+
+Bad input never produces a traceback: every rejected flag, variable or combination ends the program with
+exit status 2 and exactly one line on stderr (`kube-vip-metal: error: --localAS "abc": not an AS number ...`).
+Heavy libraries are imported only by the manager, so generating a manifest stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from kubevip_metal import __version__
+from kubevip_metal.config import Command, ConfigError, Given, build_config, given_from_env
+from kubevip_metal.options import OPTIONS, Group
+
+PROG = "kube-vip-metal"
+
+
+class UsageError(Exception):
+    """The command line itself is malformed (unknown flag, missing value)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message.replace("\n", " "))
+
+
+class _StoreGiven(argparse.Action):
+    """Record the value with the spelling the user typed, so errors name the flag as written."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        text = "true" if self.nargs == 0 else str(values)
+        setattr(namespace, self.dest, Given(option_string or self.dest, text))
+
+
+def _add_options(parser: argparse.ArgumentParser, manifest: bool) -> dict[str, str]:
+    """Add every option, grouped as kube-vip's flag reference does; returns bool option string -> name."""
+    booleans: dict[str, str] = {}
+    groups = {group: parser.add_argument_group(group.value) for group in Group}
+    for option in OPTIONS:
+        if option.manifest_only and not manifest:
+            continue
+        env = f" [env {', '.join(option.env)}]" if option.env else ""
+        default = f" (default {option.default})" if option.default not in (None, "") and not option.secret else ""
+        kwargs: dict[str, Any] = {"dest": option.name, "action": _StoreGiven, "default": None,
+                                  "help": f"{option.help}{default}{env}".replace("%", "%%")}
+        if option.boolean:
+            kwargs["nargs"] = 0
+            booleans.update({flag: option.name for flag in option.flags})
+        else:
+            kwargs["metavar"] = option.metavar
+        groups[option.group].add_argument(*option.flags, **kwargs)
+    return booleans
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    root = _Parser(prog=PROG, description="Highly available VIPs for Kubernetes: control plane and LoadBalancer "
+                   "Services, over ARP/NDP, BGP or Equinix Metal Elastic IPs.", allow_abbrev=False)
+    commands = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    manager = commands.add_parser("manager", help="run the daemon", allow_abbrev=False,
+                                  description="Run the daemon. Environment variables override flags.")
+    booleans = _add_options(manager, manifest=False)
+    manifest = commands.add_parser("manifest", help="print a Kubernetes manifest", allow_abbrev=False)
+    kinds = manifest.add_subparsers(dest="kind", metavar="KIND", parser_class=_Parser)
+    for kind, text in (("pod", "a static Pod (kubeadm)"), ("daemonset", "a DaemonSet (k3s and friends)"),
+                       ("rbac", "ServiceAccount, ClusterRole and binding")):
+        sub = kinds.add_parser(kind, help=text, allow_abbrev=False,
+                               description=f"Print {text}. Reads flags only, never the environment.")
+        booleans.update(_add_options(sub, manifest=True))
+    commands.add_parser("version", help="print the version")
+    return root, booleans
+
+
+def _split_boolean_assignments(argv: Sequence[str], booleans: dict[str, str]) -> tuple[list[str], dict[str, Given]]:
+    """Take out `--flag=value` for boolean flags (cobra accepts `--arp=false`; argparse cannot)."""
+    rest: list[str] = []
+    explicit: dict[str, Given] = {}
+    for token in argv:
+        flag, sep, value = token.partition("=")
+        if sep and flag in booleans:
+            explicit[booleans[flag]] = Given(flag, value)
+        else:
+            rest.append(token)
+    return rest, explicit
+
+
+def parse_command_line(argv: Sequence[str]) -> tuple[Command | None, dict[str, Given]]:
+    """The command and the flags given on the command line (no environment)."""
+    parser, booleans = _parser()
+    tokens, explicit = _split_boolean_assignments(argv, booleans)
+    if "--" in tokens:
+        raise UsageError("unexpected '--'")
+    namespace = parser.parse_args(tokens)
+    if namespace.command is None:
+        raise UsageError("a command is required: manager, manifest or version (see --help)")
+    if namespace.command == "version":
+        return None, {}
+    if namespace.command == "manifest" and namespace.kind is None:
+        raise UsageError("manifest needs a kind: pod, daemonset or rbac")
+    given = {name: value for name, value in vars(namespace).items() if isinstance(value, Given)}
+    given.update(explicit)
+    command = Command.MANAGER if namespace.command == "manager" else Command(f"manifest {namespace.kind}")
+    return command, given
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        command, given = parse_command_line(args)
+        if command is None:
+            print(f"{PROG} {__version__}")
+            return 0
+        if command is Command.MANAGER:
+            given.update(given_from_env())
+        config = build_config(given, command)
+        if command.is_manifest:
+            from kubevip_metal.manifests import render
+
+            sys.stdout.write(render(config))
+            return 0
+    except (ConfigError, UsageError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    from kubevip_metal.manager import run
+
+    return run(config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

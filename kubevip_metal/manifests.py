@@ -1,0 +1,307 @@
+"""Render the static pod, the DaemonSet and the RBAC from the validated configuration.
+
+The environment follows kube-vip's names, so the manager reads back exactly the configuration that was
+given to `manifest` (a test proves the round trip). Secrets never enter a Pod spec: a DaemonSet references a
+Secret (printed next to it when a literal value was given), a static pod reads a root-only host file.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import manifests as templates
+from generic.secret import Secret
+from kubevip_metal import __version__
+from kubevip_metal.bgp_peers import format_peer_list
+from kubevip_metal.config import Command, Config, ConfigError, DnsMode, ElectionType, Mode
+
+SECRET_NAME = "kube-vip-secrets"
+CCM_SECRET_NAME = "metal-cloud-config"  # written by the Equinix Metal CCM; holds cloud-sa.json
+CCM_SECRET_KEY = "cloud-sa.json"
+
+_CONTROL_PLANE_TOLERATIONS = [
+    {"operator": "Exists", "effect": "NoSchedule"},
+    {"operator": "Exists", "effect": "NoExecute"},
+]
+_CONTROL_PLANE_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node-role.kubernetes.io/master", "operator": "Exists"}]},
+                {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]},
+            ]
+        }
+    }
+}
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+class _PodBuilder:
+    """Collects env, volumes and Secret data for one pod spec."""
+
+    def __init__(self, config: Config, static: bool) -> None:
+        self.config = config
+        self.static = static  # a static pod cannot read Secrets or use a ServiceAccount
+        self.env: list[dict[str, Any]] = []
+        self.mounts: list[dict[str, Any]] = []
+        self.volumes: list[dict[str, Any]] = []
+        self.secret_data: dict[str, str] = {}
+
+    def set(self, name: str, value: str) -> None:
+        self.env.append({"name": name, "value": value})
+
+    def secret(self, env_name: str, flag: str, value: Secret, file_flag: str) -> None:
+        if self.static:
+            raise ConfigError(flag, "***", f"a static pod cannot read Secrets: put the value in a root-only file on "
+                              f"every node and pass {file_flag} PATH (or generate a DaemonSet)")
+        self.secret_data[env_name] = value.reveal()
+        self.env.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": env_name}}})
+
+    def host_file(self, volume: str, path: Path) -> None:
+        """Mount one host file read-only at the same path; `File` makes a missing file fail loudly, not appear."""
+        self.volumes.append({"name": volume, "hostPath": {"path": str(path), "type": "File"}})
+        self.mounts.append({"name": volume, "mountPath": str(path), "readOnly": True})
+
+    def host_dir(self, volume: str, path: str) -> None:
+        if any(v.get("hostPath", {}).get("path") == path for v in self.volumes):
+            return
+        self.volumes.append({"name": volume, "hostPath": {"path": path, "type": "Directory"}})
+        self.mounts.append({"name": volume, "mountPath": path, "readOnly": True})
+
+
+def _environment(b: _PodBuilder) -> None:
+    c = b.config
+    b.set("vip_arp", _bool(c.mode is Mode.ARP))
+    b.set("port", str(c.vip.port))
+    b.env.append({"name": "vip_nodename", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+    if c.vip.address:
+        b.set("address", c.vip.address)
+    if c.vip.interface:
+        b.set("vip_interface", c.vip.interface)
+    if c.vip.service_interface:
+        b.set("vip_servicesinterface", c.vip.service_interface)
+    b.set("vip_cidr", f"{c.vip.prefix_v4},{c.vip.prefix_v6}")
+    if c.vip.dns_mode is not DnsMode.FIRST:
+        b.set("dns_mode", c.vip.dns_mode.value)
+    if c.vip.arp_rate_ms != 3000:
+        b.set("vip_arpRate", str(c.vip.arp_rate_ms))
+    if c.control_plane:
+        b.set("cp_enable", "true")
+        b.set("cp_namespace", c.election.namespace)
+        if c.vip.ddns:
+            b.set("vip_ddns", "true")
+    if c.services.enabled:
+        b.set("svc_enable", "true")
+        b.set("svc_leasename", c.election.services_lease_name)
+        if c.services.election:
+            b.set("svc_election", "true")
+        if c.services.lb_class_only:
+            b.set("lb_class_only", "true")
+        if c.services.lb_class_name != "kube-vip.io/kube-vip-class":
+            b.set("lb_class_name", c.services.lb_class_name)
+        if not c.services.lb_class_legacy:
+            b.set("lb_class_legacy_handling", "false")
+    if c.election.requested:
+        b.set("vip_leaderelection", "true")
+    b.set("vip_leasename", c.election.lease_name)
+    b.set("vip_leaseduration", _seconds(c.election.timers.duration))
+    b.set("vip_renewdeadline", _seconds(c.election.timers.renew_deadline))
+    b.set("vip_retryperiod", _seconds(c.election.timers.retry_period))
+    if c.election.etcd is not None:
+        etcd = c.election.etcd
+        b.set("vip_leaderelectiontype", ElectionType.ETCD.value)
+        b.set("etcd_endpoints", ",".join(etcd.endpoints))
+        for env_name, volume, path in (("etcd_cacert", "etcd-ca", etcd.ca_cert), ("etcd_cert", "etcd-cert", etcd.cert),
+                                       ("etcd_key", "etcd-key", etcd.key)):
+            if path is not None:
+                b.set(env_name, str(path))
+                b.host_file(volume, path)
+    if c.mode is Mode.BGP:
+        _bgp_environment(b)
+    if c.metal.enabled:
+        _metal_environment(b)
+    observability = c.observability
+    prometheus = observability.prometheus
+    b.set("prometheus_server", "" if prometheus is None else _listen(prometheus))
+    if observability.health_port:
+        b.set("health_check_port", str(observability.health_port))
+    if observability.log_level != 20:
+        b.set("vip_loglevel", {10: "debug", 30: "warning", 40: "error"}[observability.log_level])
+    if observability.log_format.value != "text":
+        b.set("log_format", observability.log_format.value)
+
+
+def _listen(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bgp_environment(b: _PodBuilder) -> None:
+    bgp = b.config.bgp
+    b.set("bgp_enable", "true")
+    if bgp.router_id is not None:
+        b.set("bgp_routerid", str(bgp.router_id))
+    b.set("bgp_as", str(bgp.local_as))
+    # a single peer whose password is in a file stays separate (bgp_peeraddress + bgp_peerpass_file)
+    listed = bgp.peers[:-1] if bgp.peer_pass_file is not None else bgp.peers
+    if listed:
+        peers = format_peer_list(listed, reveal=True)
+        if any(peer.password for peer in listed):
+            b.secret("bgp_peers", "--bgppeers", Secret(peers), "--bgppeersFile")
+        else:
+            b.set("bgp_peers", peers)
+    if bgp.peers_file is not None:
+        b.set("bgp_peers_file", str(bgp.peers_file))
+        b.host_file("bgp-peers", bgp.peers_file)
+    if bgp.peer_pass_file is not None:
+        single = bgp.peers[-1]
+        b.set("bgp_peeraddress", str(single.address))
+        b.set("bgp_peeras", str(single.asn))
+        b.set("bgp_multihop", _bool(single.multihop))
+        b.set("bgp_peerpass_file", str(bgp.peer_pass_file))
+        b.host_file("bgp-peerpass", bgp.peer_pass_file)
+    if bgp.source_ip is not None:
+        b.set("bgp_sourceip", str(bgp.source_ip))
+    if bgp.source_if is not None:
+        b.set("bgp_sourceif", bgp.source_if)
+    if bgp.hold_time != 30:
+        b.set("bgp_hold_time", str(bgp.hold_time))
+    if bgp.keepalive != 10:
+        b.set("bgp_keepalive_interval", str(bgp.keepalive))
+    if bgp.annotations:
+        b.set("annotation", bgp.annotations)
+
+
+def _metal_environment(b: _PodBuilder) -> None:
+    metal = b.config.metal
+    b.set("vip_packet", "true")
+    if metal.project:
+        b.set("vip_packetproject", metal.project)
+    if metal.project_id:
+        b.set("vip_packetprojectid", metal.project_id)
+    if metal.device_id:
+        b.set("vip_packetdeviceid", metal.device_id)
+    if metal.api_url != "https://api.equinix.com/metal/v1":
+        b.set("vip_packetapiurl", metal.api_url)
+    if metal.api_key is not None:
+        b.secret("PACKET_AUTH_TOKEN", "--metalKey", metal.api_key, "--metalKeyFile")
+    if metal.api_key_file is not None:
+        b.set("vip_packetkeyfile", str(metal.api_key_file))
+        b.host_file("metal-key", metal.api_key_file)
+    if metal.provider_config is not None:
+        path = metal.provider_config
+        b.set("provider_config", str(path))
+        if b.static:
+            b.host_file("provider-config", path)
+        else:
+            b.volumes.append({"name": "cloud-sa-volume", "secret": {
+                "secretName": CCM_SECRET_NAME, "items": [{"key": CCM_SECRET_KEY, "path": path.name}]}})
+            b.mounts.append({"name": "cloud-sa-volume", "mountPath": str(path.parent), "readOnly": True})
+
+
+def _kubeconfig(b: _PodBuilder, spec: dict[str, Any], in_cluster: bool) -> None:
+    """Static pods read the host kubeconfig; `kubernetes` resolves to 127.0.0.1 so the pod talks to its local
+    API server, not to the VIP it provides.
+
+    kubeadm >= 1.29 (kube-vip #684): during `kubeadm init`, admin.conf has no rights yet and super-admin.conf
+    must be used. Both live in /etc/kubernetes, so the directory is mounted read-only (type Directory: nothing
+    is created on the host when a file is missing, as a file hostPath would), and the manager uses
+    admin.conf, falling back to super-admin.conf only while admin.conf is refused and super-admin.conf exists.
+    Joining nodes, which never have super-admin.conf, need no other manifest.
+    """
+    if in_cluster:
+        spec["serviceAccountName"] = "kube-vip"
+        return
+    kube = b.config.kubernetes
+    b.set("k8s_config_file", str(kube.config_path))
+    b.set("k8s_bootstrap_config_file", str(kube.bootstrap_config_path))
+    b.host_dir("kubeconfig", posixpath.dirname(str(kube.config_path)))
+    b.host_dir("kubeconfig-bootstrap", posixpath.dirname(str(kube.bootstrap_config_path)))
+    spec["hostAliases"] = [{"ip": "127.0.0.1", "hostnames": ["kubernetes"]}]
+    if kube.api_url:
+        b.set("kubernetes_addr", kube.api_url)
+
+
+def _pod_spec(config: Config, static: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    (pod,) = templates.load("pod")
+    spec: dict[str, Any] = pod["spec"]
+    in_cluster = config.manifest.in_cluster if config.manifest.in_cluster is not None else not static
+    if static and in_cluster:
+        raise ConfigError("--inCluster", "true", "a static pod cannot use a ServiceAccount; generate a DaemonSet")
+    builder = _PodBuilder(config, static)
+    _environment(builder)
+    _kubeconfig(builder, spec, in_cluster)
+    container = spec["containers"][0]
+    container["image"] = _image(config.manifest.image)
+    container["env"] = builder.env
+    if config.observability.health_port:
+        container["livenessProbe"] = {
+            "httpGet": {"path": "/healthz", "port": config.observability.health_port, "host": "127.0.0.1"},
+            "periodSeconds": 10, "failureThreshold": 3}
+    if builder.mounts:
+        container["volumeMounts"] = builder.mounts
+    else:
+        del container["volumeMounts"]
+    if builder.volumes:
+        spec["volumes"] = builder.volumes
+    else:
+        del spec["volumes"]
+    return spec, builder.secret_data
+
+
+def _image(image: str) -> str:
+    last = image.rsplit("/", 1)[-1]
+    return image if (":" in last or "@" in image) else f"{image}:v{__version__}"
+
+
+def _namespaced(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
+    doc["metadata"]["namespace"] = namespace
+    return doc
+
+
+def _secret_doc(namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": SECRET_NAME, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/name": "kube-vip"}},
+            "type": "Opaque", "stringData": dict(sorted(data.items()))}
+
+
+def build_documents(config: Config) -> list[dict[str, Any]]:
+    """The manifest as Kubernetes objects, in apply order."""
+    namespace = config.election.namespace
+    if config.command is Command.RBAC:
+        docs = templates.load("rbac")
+        _namespaced(docs[0], namespace)
+        docs[2]["subjects"][0]["namespace"] = namespace
+        return docs
+    if config.command is Command.POD:
+        (pod,) = templates.load("pod")
+        pod["spec"], _ = _pod_spec(config, static=True)
+        return [_namespaced(pod, namespace)]
+    (daemonset,) = templates.load("daemonset")
+    spec, secret_data = _pod_spec(config, static=False)
+    if config.manifest.taint:
+        spec["tolerations"] = _CONTROL_PLANE_TOLERATIONS
+        spec["affinity"] = _CONTROL_PLANE_AFFINITY
+    daemonset["metadata"]["labels"]["app.kubernetes.io/version"] = f"v{__version__}"
+    daemonset["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = f"v{__version__}"
+    daemonset["spec"]["template"]["spec"] = spec
+    docs = [_namespaced(daemonset, namespace)]
+    if secret_data:
+        docs.insert(0, _secret_doc(namespace, secret_data))
+    return docs
+
+
+def render(config: Config) -> str:
+    return yaml.safe_dump_all(build_documents(config), sort_keys=False, default_flow_style=False, explicit_start=True)
