@@ -107,6 +107,11 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Command | None, dict[str, G
     return command, given
 
 
+def one_line(text: str) -> str:
+    """Escape anything that a terminal or `splitlines` could treat as a line break or a control."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -123,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(render(config))
             return 0
     except (ConfigError, UsageError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     from kubevip_metal.manager import run
 

@@ -216,7 +216,7 @@ def describe(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from describe(value, key + ".")
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
             yield key, [{f.name: _loggable(getattr(v, f.name)) for f in dataclasses.fields(v)} for v in value]
-        else:
+        elif value is not None:
             yield key, _loggable(value)
 
 
@@ -225,6 +225,8 @@ def _loggable(value: Any) -> Any:
         return MASK
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int) and isinstance(value[0], str):
+        return f"{value[0]}:{value[1]}"  # a listen address
     if isinstance(value, tuple):
         return [_loggable(v) for v in value]
     if value is None or isinstance(value, bool | int | float | str):
@@ -276,9 +278,10 @@ class _Reader:
             raise self.error(name, str(exc)) from None
 
     def need(self, name: str, parse: Callable[[str], T]) -> T:
+        """Like `get`, for settings that must have a value (they all have defaults, so only "" is missing)."""
         value = self.get(name, parse)
         if value is None:
-            raise AssertionError(f"option {name} has no default")
+            raise self.error(name, "must not be empty")
         return value
 
     def flag(self, name: str) -> bool:
@@ -381,8 +384,10 @@ def _parse_prefixes(text: str, addresses: tuple[IPAddress, ...]) -> tuple[int, i
 def _read_secret_file(reader: _Reader, name: str, path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise reader.error(name, f"cannot read: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise reader.error(name, "cannot read: not UTF-8 text") from None
     if not text:
         raise reader.error(name, "the file is empty")
     return text

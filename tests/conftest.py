@@ -1,0 +1,32 @@
+"""Shared helpers: run the real console script in a subprocess, as an operator would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+CLI = [sys.executable, "-m", "kubevip_metal"]
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without any kube-vip variable, plus `extra`."""
+    from kubevip_metal.options import OPTIONS
+
+    names = {name for option in OPTIONS for name in option.env}
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(extra or {})
+    return env
+
+
+def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None,
+            timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=clean_env(env), timeout=timeout)
+
+
+@pytest.fixture
+def cli() -> object:
+    return run_cli

@@ -1,0 +1,31 @@
+"""README stays true: its flag table is the code's, and its first two commands are what CI and users run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kubevip_metal.options import OPTIONS, markdown_table
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_flag_table_matches_the_code() -> None:
+    table = README.split("<!-- flags:begin -->\n", 1)[1].split("<!-- flags:end -->", 1)[0]
+    assert table.strip() == markdown_table().strip(), "regenerate with: python -m kubevip_metal.options"
+
+
+def test_every_env_var_is_documented() -> None:
+    for option in OPTIONS:
+        for name in option.env:
+            assert f"`{name}`" in README
+
+
+def test_opening_block_has_two_commands_and_ci_runs_the_second() -> None:
+    block = re.search(r"```bash\n(.*?)```", README, re.S)
+    assert block is not None and README.index("```bash") < README.index("## ")
+    commands = [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 2
+    assert commands[1] in (ROOT / ".ci" / "run").read_text() or commands[1] == "bash tests/run.sh"
+    assert "bash tests/run.sh" in (ROOT / ".ci" / "run").read_text()
