@@ -32,7 +32,7 @@ BAD_INPUTS: list[tuple[list[str], dict[str, str], str]] = [
     ([*ARP_CP, "--leaseRetry", "2.6"], {}, '--leaseRetry "2.6": must be less than --leaseRenewDuration / 1.2'),
     ([*ARP_CP, "--leaseDuration", "-5"], {}, '--leaseDuration "-5": must be a positive number of seconds'),
     ([*ARP_CP, "--leaseDuration", "five"], {}, '--leaseDuration "five": not a number of seconds'),
-    (ARP_CP, {"vip_leaseduration": "2"}, 'vip_renewdeadline "3": must be less than vip_leaseduration (2 s)'),
+    (ARP_CP, {"vip_leaseduration": "2"}, '--leaseRenewDuration "3": must be less than vip_leaseduration (2 s)'),
     (ARP_CP, {"vip_retryperiod": "nan"}, 'vip_retryperiod "nan"'),
     (["--controlplane", "--address", "192.0.2.10"], {}, "manager: needs an announcement mode: --arp or --bgp"),
     ([*ARP_CP, "--bgp", "--peerAddress", "198.51.100.1"], {}, '--bgp "true": choose one announcement mode'),
