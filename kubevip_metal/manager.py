@@ -1,20 +1,48 @@
 """`kube-vip-metal manager`: the daemon's lifecycle.
 
-For now it logs the effective configuration (secrets masked) and waits for SIGTERM or SIGINT, then exits 0
-at once; the election, VIP and BGP work plugs into `run` as it lands.
+Builds the API client, campaigns for the control-plane Lease (when the mode needs one owner), and on
+SIGTERM/SIGINT steps down and releases the Lease so a peer takes over at once, then exits 0. Leadership
+changes are logged with a monotonic timestamp (`mono`, CLOCK_MONOTONIC, comparable across processes on a
+host), which the tests and benchmarks use to prove that two leaders never overlap. VIPs, BGP and the Metal
+API plug into the election callbacks as they land.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from types import FrameType
 
 from generic import logfmt
+from generic.election import Callbacks, Elector, Timers
 from kubevip_metal import __version__
 from kubevip_metal.config import Config, describe
+from kubevip_metal.kubeclient import KubeClientError
 
 log = logfmt.get_logger("kubevip_metal.manager")
+
+
+def _control_plane_elector(config: Config) -> Elector:
+    from generic.election.lease_lock import LeaseLock
+    from kubevip_metal.kubeclient import build_api_client
+
+    api = build_api_client(config)
+    lock = LeaseLock(api, config.election.namespace, config.election.lease_name)
+    timers = config.election.timers
+    assert config.node_name is not None
+
+    def started() -> None:
+        log.info("controlplane.leading", node=config.node_name, mono=round(time.monotonic(), 6))
+
+    def stopped() -> None:
+        log.info("controlplane.following", node=config.node_name, mono=round(time.monotonic(), 6))
+
+    def new_leader(identity: str) -> None:
+        log.info("controlplane.leader", leader=identity)
+
+    return Elector(lock, config.node_name, Timers(timers.duration, timers.renew_deadline, timers.retry_period),
+                   Callbacks(started, stopped, new_leader))
 
 
 def run(config: Config, stop: threading.Event | None = None) -> int:
@@ -34,7 +62,23 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     log.info("manager.starting", version=__version__, node=config.node_name, mode=config.mode,
              control_plane=config.control_plane, services=config.services.enabled)
     log.info("config.effective", **dict(describe(config)))
-    while not stop.wait(0.5):
-        pass
+
+    electors: list[Elector] = []
+    wanted = config.control_plane and config.control_plane_elects
+    backoff = 1.0
+    while not stop.is_set():
+        if wanted and not electors:
+            try:
+                electors.append(_control_plane_elector(config))
+                electors[-1].start()
+            except KubeClientError as exc:
+                # a static pod may start before kubeadm has written its kubeconfig: wait, do not crash-loop
+                log.error("manager.kubeclient_unavailable", error=str(exc), retry_in=backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+        stop.wait(0.5)
+    for elector in electors:
+        elector.stop(timeout=2.0)
     log.info("manager.stopped")
     return 0

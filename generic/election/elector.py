@@ -1,0 +1,353 @@
+"""The elector: acquire, renew until the deadline, step down, campaign again. client-go's algorithm.
+
+## Why two nodes never both lead (the split-brain argument)
+
+Invariant relied on: `lease_duration > renew_deadline > 1.2 * retry_period` (checked in `Timers`), every write
+to the lock is compare-and-swap on its version, and all clocks involved run at about the same *rate*
+(monotonic clocks; wall-clock timestamps in the Lease are never trusted for decisions).
+
+1. The leader notes `renewed_at`, the monotonic time at which it *sent* its last successful acquire/renew
+   request. The server committed that write at some later instant `t_w >= renewed_at`.
+2. A watchdog thread ends the leader's term at `renewed_at + renew_deadline`, whatever the renew thread is
+   doing (a request may hang; the watchdog does not wait for it). `on_stopped_leading` runs right then,
+   before the lock is released or could expire.
+3. Another candidate may take a held lock only after it has seen the *same* record, unchanged, for a full
+   lease duration on its own monotonic clock, counted from when it first saw that record. It cannot have
+   seen the record before it was written, so it takes over at the earliest at
+   `t_w + lease_duration >= renewed_at + lease_duration > renewed_at + renew_deadline`.
+4. So the old leader has stepped down `lease_duration - renew_deadline` (2 s at 5/3/1) before anyone else
+   may acquire. Simultaneous candidates race on compare-and-swap: one write wins, the others get a conflict.
+
+A released lock (holder "") is taken at once: the releaser ran `on_stopped_leading` *before* writing the
+release (client-go releases first, which leaves a short overlap; we do not). Followers watch the lock, so
+they see the release without waiting a retry period. Losing leadership never ends the process: the elector
+goes back to being a candidate and can only lead again through a fresh acquisition.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from generic.election.lock import LeaderRecord, Lock, LockConflict, LockUnavailable
+from generic.logfmt import get_logger
+
+log = get_logger("generic.election")
+
+JITTER_FACTOR = 1.2  # client-go's: renew_deadline must exceed retry_period by this factor
+
+
+@dataclass(frozen=True)
+class Timers:
+    lease_duration: float
+    renew_deadline: float
+    retry_period: float
+
+    def __post_init__(self) -> None:
+        if not self.lease_duration > self.renew_deadline > JITTER_FACTOR * self.retry_period > 0:
+            raise ValueError(f"need lease_duration > renew_deadline > {JITTER_FACTOR} x retry_period > 0, got "
+                             f"{self.lease_duration}/{self.renew_deadline}/{self.retry_period}")
+
+    @property
+    def lease_seconds(self) -> int:
+        """The whole seconds written into the Lease: rounded up, so others never wait less than we promise."""
+        return max(1, math.ceil(self.lease_duration))
+
+
+def _noop() -> None:
+    return None
+
+
+def _noop_leader(_identity: str) -> None:
+    return None
+
+
+@dataclass
+class Callbacks:
+    """Run in order on one callback thread; keep them quick (they delay each other, never the renewals)."""
+
+    on_started_leading: Callable[[], None] = _noop
+    on_stopped_leading: Callable[[], None] = _noop
+    on_new_leader: Callable[[str], None] = _noop_leader
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _State:
+    leading: bool = False
+    term: int = 0
+    renewed_at: float = 0.0
+    version: str | None = None
+    record: LeaderRecord | None = None
+    observed_at: float = 0.0
+    reported_leader: str = ""
+
+
+class Elector:
+    """Campaigns for `lock` as `identity` until `stop()`; calls back on every change of leadership."""
+
+    def __init__(self, lock: Lock, identity: str, timers: Timers, callbacks: Callbacks | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] = _utcnow) -> None:
+        if not identity:
+            raise ValueError("an elector needs a non-empty identity")
+        self.lock, self.identity, self.timers = lock, identity, timers
+        self.callbacks = callbacks or Callbacks()
+        self._clock, self._now = clock, now
+        self._state = _State()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._callback_queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+
+    # -- public -------------------------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        with self._cond:
+            return self._state.leading
+
+    @property
+    def leader(self) -> str:
+        """The holder we last observed ("" if none)."""
+        with self._cond:
+            return self._state.reported_leader
+
+    def start(self) -> None:
+        """Campaign in background threads: elector, watchdog, lock watch, callbacks."""
+        for name, target in (("elector", self._run), ("watchdog", self._watchdog), ("callbacks", self._callbacks),
+                             ("lock-watch", self._watch)):
+            thread = threading.Thread(target=target, name=f"{name}:{self.lock.describe()}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop campaigning: step down (callback first), then release the lock so a peer takes over at once."""
+        self._stop.set()
+        self._wake.set()
+        with self._cond:
+            self._cond.notify_all()
+        deadline = self._clock() + timeout
+        for thread in self._threads:
+            if thread.name.startswith(("elector", "watchdog")):
+                thread.join(max(0.0, deadline - self._clock()))
+        self._callback_queue.put(None)
+        for thread in self._threads:
+            if thread.name.startswith("callbacks"):
+                thread.join(max(0.0, deadline - self._clock()))
+
+    # -- the loop -----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        retry = self.timers.retry_period
+        while not self._stop.is_set():
+            if self.is_leader:
+                self._renew()
+                self._stop.wait(retry)
+                continue
+            wait = self._try_acquire()
+            if not self.is_leader:
+                self._wake.clear()
+                self._wake.wait(wait)
+        self._shutdown()
+
+    def _request_timeout(self) -> float:
+        return max(0.05, self.timers.retry_period)
+
+    def _try_acquire(self) -> float:
+        """One attempt as a candidate; returns how long to wait before the next one (a watch event wakes earlier)."""
+        retry = self.timers.retry_period
+        sent = self._clock()
+        try:
+            found = self.lock.get(self._request_timeout())
+            if found is None:
+                record = self._record(holder_changed=True, previous=None)
+                version = self.lock.create(record, self._request_timeout())
+                self._became_leader(sent, version, record)
+                return retry
+            record, version = found
+            self._observe(record, version)
+            if record.holder and record.holder != self.identity:
+                with self._cond:
+                    expires = self._state.observed_at + max(record.lease_duration_s, self.timers.lease_duration)
+                remaining = expires - self._clock()
+                if remaining > 0:
+                    return min(retry, remaining)
+            new = self._record(holder_changed=record.holder != self.identity, previous=record)
+            new_version = self.lock.update(new, version, self._request_timeout())
+            self._became_leader(sent, new_version, new)
+        except LockConflict:
+            log.debug("election.acquire_conflict", lock=self.lock.describe(), identity=self.identity)
+        except LockUnavailable as exc:
+            log.debug("election.lock_unavailable", lock=self.lock.describe(), error=str(exc))
+        return retry
+
+    def _record(self, holder_changed: bool, previous: LeaderRecord | None) -> LeaderRecord:
+        now = self._now()
+        transitions = previous.transitions if previous else 0
+        return LeaderRecord(holder=self.identity, lease_duration_s=self.timers.lease_seconds, acquire_time=now,
+                            renew_time=now, transitions=transitions + (1 if holder_changed and previous else 0))
+
+    def _observe(self, record: LeaderRecord, version: str) -> None:
+        """Remember the record; restart the expiry clock only when its content changed (client-go's rule)."""
+        report = ""
+        with self._cond:
+            state = self._state
+            if record != state.record:
+                state.record = record
+                state.observed_at = self._clock()
+            state.version = version
+            if record.holder and record.holder != state.reported_leader:
+                state.reported_leader = report = record.holder
+        if report:
+            log.info("election.new_leader", lock=self.lock.describe(), identity=self.identity, leader=report)
+            self._enqueue(lambda: self.callbacks.on_new_leader(report))
+
+    def _became_leader(self, sent: float, version: str, record: LeaderRecord) -> None:
+        with self._cond:
+            state = self._state
+            state.leading, state.term = True, state.term + 1
+            state.renewed_at, state.version, state.record = sent, version, record
+            state.observed_at = self._clock()
+            term = state.term
+            self._cond.notify_all()
+        log.info("election.started_leading", lock=self.lock.describe(), identity=self.identity, term=term,
+                 mono=round(self._clock(), 6))
+        self._enqueue(self.callbacks.on_started_leading)
+        self._observe(record, version)
+
+    def _renew(self) -> None:
+        with self._cond:
+            state = self._state
+            if not state.leading or state.record is None or state.version is None:
+                return
+            term, version, current = state.term, state.version, state.record
+            remaining = state.renewed_at + self.timers.renew_deadline - self._clock()
+        if remaining <= 0:
+            return  # the watchdog ends this term
+        sent = self._clock()
+        renewed = LeaderRecord(self.identity, self.timers.lease_seconds, current.acquire_time, self._now(),
+                               current.transitions)
+        try:
+            new_version = self.lock.update(renewed, version, remaining)
+        except LockConflict:
+            self._after_conflict(term, remaining)
+            return
+        except LockUnavailable as exc:
+            log.warning("election.renew_failed", lock=self.lock.describe(), identity=self.identity, error=str(exc),
+                        seconds_left=round(remaining - (self._clock() - sent), 3))
+            return
+        with self._cond:
+            if state.term == term and state.leading:
+                state.renewed_at, state.version, state.record = sent, new_version, renewed
+                state.observed_at = self._clock()
+
+    def _after_conflict(self, term: int, remaining: float) -> None:
+        """Someone wrote the lock under us: if it is no longer ours, step down now; else adopt its version."""
+        try:
+            found = self.lock.get(max(0.05, remaining))
+        except LockUnavailable:
+            return
+        if found is None or found[0].holder != self.identity:
+            self._step_down(term, "lock taken by " + (found[0].holder if found else "nobody (deleted)"))
+            if found:
+                self._observe(*found)
+            return
+        with self._cond:
+            if self._state.term == term:
+                self._state.version = found[1]  # our own earlier write landed late; renewed_at stays conservative
+
+    def _step_down(self, term: int, reason: str) -> bool:
+        with self._cond:
+            state = self._state
+            if not state.leading or state.term != term:
+                return False
+            state.leading, state.term = False, state.term + 1
+            self._cond.notify_all()
+        log.warning("election.stopped_leading", lock=self.lock.describe(), identity=self.identity, reason=reason,
+                    mono=round(self._clock(), 6))
+        self._enqueue(self.callbacks.on_stopped_leading)
+        self._wake.set()
+        return True
+
+    def _watchdog(self) -> None:
+        """End the term at renewed_at + renew_deadline, independent of any request in flight."""
+        with self._cond:
+            while not self._stop.is_set():
+                state = self._state
+                if not state.leading:
+                    self._cond.wait(0.5)
+                    continue
+                deadline = state.renewed_at + self.timers.renew_deadline
+                left = deadline - self._clock()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                term = state.term
+                self._cond.release()
+                try:
+                    self._step_down(term, "not renewed within the renew deadline")
+                finally:
+                    self._cond.acquire()
+
+    def _watch(self) -> None:
+        def changed() -> None:
+            if not self.is_leader:
+                self._wake.set()
+
+        try:
+            self.lock.watch(changed, self._stop)
+        except Exception as exc:  # the watch is an accelerator; polling still works without it
+            log.warning("election.watch_stopped", lock=self.lock.describe(), error=str(exc))
+
+    # -- callbacks and shutdown ---------------------------------------------------------------------------
+
+    def _enqueue(self, callback: Callable[[], None]) -> None:
+        self._callback_queue.put(callback)
+
+    def _callbacks(self) -> None:
+        while True:
+            callback = self._callback_queue.get()
+            if callback is None:
+                return
+            try:
+                callback()
+            except Exception:
+                log.exception("election.callback_failed", lock=self.lock.describe(), identity=self.identity)
+            finally:
+                self._callback_queue.task_done()
+
+    def _drain_callbacks(self, timeout: float) -> bool:
+        done = threading.Event()
+        self._enqueue(done.set)
+        return done.wait(timeout)
+
+    def _shutdown(self) -> None:
+        with self._cond:
+            term, leading = self._state.term, self._state.leading
+            version, record = self._state.version, self._state.record
+        if not leading:
+            return
+        self._step_down(term, "shutting down")
+        # release only once on_stopped_leading has finished, so the next leader never overlaps with us
+        if not self._drain_callbacks(timeout=1.0):
+            log.warning("election.release_skipped", lock=self.lock.describe(),
+                        reason="on_stopped_leading still running")
+            return
+        if version is None or record is None:
+            return
+        now = self._now()
+        released = LeaderRecord("", 1, now, now, record.transitions)
+        try:
+            self.lock.update(released, version, self._request_timeout())
+            log.info("election.released", lock=self.lock.describe(), identity=self.identity)
+        except (LockConflict, LockUnavailable) as exc:
+            log.warning("election.release_failed", lock=self.lock.describe(), error=str(exc))

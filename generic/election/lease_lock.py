@@ -1,0 +1,161 @@
+"""A `Lock` on a coordination.k8s.io/v1 Lease, in the exact format client-go writes.
+
+The spec fields are Kubernetes' own (holderIdentity, leaseDurationSeconds, acquireTime, renewTime,
+leaseTransitions), so `kubectl get lease` tells the truth and a client-go elector (kube-vip) on the same
+Lease interoperates during a migration. Bodies are plain JSON (no generated models), so fields we do not
+know (strategy, preferredHolder, labels) survive our writes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import tenacity
+
+from generic.election.lock import LeaderRecord, LockConflict, LockUnavailable
+from generic.logfmt import get_logger
+
+log = get_logger("generic.election.lease")
+
+WATCH_SECONDS = 60  # server-side timeout of one watch; the loop reconnects
+
+
+def _micro_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def record_from_lease(lease: dict[str, Any]) -> LeaderRecord:
+    spec = lease.get("spec") or {}
+    return LeaderRecord(
+        holder=spec.get("holderIdentity") or "",
+        lease_duration_s=int(spec.get("leaseDurationSeconds") or 0),
+        acquire_time=_parse_time(spec.get("acquireTime")),
+        renew_time=_parse_time(spec.get("renewTime")),
+        transitions=int(spec.get("leaseTransitions") or 0),
+    )
+
+
+def _spec(record: LeaderRecord, previous: dict[str, Any]) -> dict[str, Any]:
+    spec = dict(previous)
+    spec.update(holderIdentity=record.holder, leaseDurationSeconds=record.lease_duration_s,
+                acquireTime=_micro_time(record.acquire_time), renewTime=_micro_time(record.renew_time),
+                leaseTransitions=record.transitions)
+    return spec
+
+
+class LeaseLock:
+    """Lease `namespace/name` through the official client (any configured `kubernetes.client.ApiClient`)."""
+
+    def __init__(self, api_client: Any, namespace: str, name: str, *, watch_client: Any | None = None) -> None:
+        from kubernetes import client
+
+        self._api = client.CoordinationV1Api(api_client)
+        self._watch_api = client.CoordinationV1Api(watch_client or api_client)
+        self.namespace, self.name = namespace, name
+        self._last: dict[str, Any] = {}
+
+    def describe(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def _call(self, method: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            response = method(*args, _request_timeout=timeout, _preload_content=False, **kwargs)
+            doc: dict[str, Any] = json.loads(response.data)
+            return doc
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LockConflict(f"{self.describe()}: {exc.reason}") from None
+            if exc.status == 404:
+                raise
+            raise LockUnavailable(f"{self.describe()}: HTTP {exc.status} {exc.reason}") from None
+        except (HTTPError, OSError, ValueError) as exc:
+            raise LockUnavailable(f"{self.describe()}: {type(exc).__name__}") from None
+
+    def get(self, timeout: float) -> tuple[LeaderRecord, str] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            lease = self._call(self._api.read_namespaced_lease, self.name, self.namespace, timeout=timeout)
+        except ApiException:
+            return None  # 404: not created yet
+        self._last = lease
+        return record_from_lease(lease), str(lease["metadata"]["resourceVersion"])
+
+    def create(self, record: LeaderRecord, timeout: float) -> str:
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace}, "spec": _spec(record, {})}
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            lease = self._call(self._api.create_namespaced_lease, self.namespace, body, timeout=timeout)
+        except ApiException as exc:  # pragma: no cover - 404 on create means the namespace is missing
+            raise LockUnavailable(f"{self.describe()}: HTTP {exc.status} {exc.reason}") from None
+        self._last = lease
+        return str(lease["metadata"]["resourceVersion"])
+
+    def update(self, record: LeaderRecord, version: str, timeout: float) -> str:
+        metadata = dict(self._last.get("metadata") or {"name": self.name, "namespace": self.namespace})
+        metadata["resourceVersion"] = version
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
+                "spec": _spec(record, self._last.get("spec") or {})}
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            lease = self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body, timeout=timeout)
+        except ApiException as exc:  # 404: deleted under us; the next get() recreates it
+            raise LockConflict(f"{self.describe()}: HTTP {exc.status}") from None
+        self._last = lease
+        return str(lease["metadata"]["resourceVersion"])
+
+    def watch(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+        """Stream changes of this one Lease; reconnect with jittered exponential backoff on errors."""
+        def pause(seconds: float) -> None:
+            stop.wait(seconds)
+
+        retrying = tenacity.Retrying(
+            wait=tenacity.wait_exponential_jitter(initial=0.1, max=5.0),
+            stop=lambda _state: stop.is_set(),
+            sleep=pause,
+            retry=tenacity.retry_if_exception_type(Exception),
+            reraise=False,
+            before_sleep=lambda state: log.debug("lease.watch_retry", lease=self.describe(),
+                                                 attempt=state.attempt_number),
+        )
+        while not stop.is_set():
+            try:
+                retrying(self._stream, on_change, stop)
+            except tenacity.RetryError:
+                return
+
+    def _stream(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+        from kubernetes import watch
+
+        watch_class: Any = watch.Watch  # untyped in the client
+        watcher = watch_class()
+        on_change()  # whatever happened while we were not watching
+        for _event in watcher.stream(self._watch_api.list_namespaced_lease, self.namespace,
+                                     field_selector=f"metadata.name={self.name}", timeout_seconds=WATCH_SECONDS,
+                                     _request_timeout=WATCH_SECONDS + 10):
+            on_change()
+            if stop.is_set():
+                watcher.stop()
+                return
