@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+pytest_plugins = ["tests.rig_support"]
+
 CLI = [sys.executable, "-m", "kubevip_metal"]
 
 

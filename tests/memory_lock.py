@@ -72,11 +72,11 @@ class MemoryLock:
         return str(self.store.version)
 
     def watch(self, on_change: Callable[[], None], stop: threading.Event) -> None:
-        seen = -1
+        seen = [-1]
         while not stop.is_set():
             with self.store.cond:
-                self.store.cond.wait_for(lambda: self.store.version != seen or stop.is_set(), timeout=0.2)
-                changed = self.store.version != seen
-                seen = self.store.version
+                self.store.cond.wait_for(lambda: self.store.version != seen[0] or stop.is_set(), timeout=0.2)
+                changed = self.store.version != seen[0]
+                seen[0] = self.store.version
             if changed and self.fault is None:
                 on_change()

@@ -60,7 +60,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> float:
 
 @pytest.fixture
 def cluster() -> Iterator[tuple[MemoryStore, Recorder, list[Elector]]]:
-    store, recorder, electors = MemoryStore(), Recorder(), []
+    store, recorder = MemoryStore(), Recorder()
+    electors: list[Elector] = []
     yield store, recorder, electors
     for elector in electors:
         elector.stop(timeout=2)
@@ -125,7 +126,7 @@ def test_release_hands_over_at_once(cluster: tuple[MemoryStore, Recorder, list[E
 
 def test_cut_off_leader_steps_down_before_anyone_takes_over(
         cluster: tuple[MemoryStore, Recorder, list[Elector]]) -> None:
-    store, recorder, _ = cluster
+    _store, recorder, _ = cluster
     a = spawn(cluster, "a")
     wait_for(lambda: a.is_leader)
     b = spawn(cluster, "b")
@@ -181,7 +182,7 @@ def test_lost_answer_does_not_extend_the_term(cluster: tuple[MemoryStore, Record
 def test_random_faults_never_two_leaders(cluster: tuple[MemoryStore, Recorder, list[Elector]]) -> None:
     import random
 
-    store, recorder, _ = cluster
+    _store, recorder, _ = cluster
     electors = [spawn(cluster, f"n{i}") for i in range(3)]
     rng = random.Random(7)
     deadline = time.monotonic() + 8

@@ -1,0 +1,18 @@
+"""A test rig of real network namespaces: nodes, a client and a router on one bridged LAN.
+
+    with Rig() as rig:                       # n1 n2 n3, client, router; prefix kvm<pid>x<hex>
+        rig.run("client", ["ping", "-c1", rig.ipv4("n1")])
+        rig.link_down("n2")                  # pull n2's cable
+        rig.block("n1", rig.ipv4("router"), 6443)
+
+Needs root with CAP_NET_ADMIN and CAP_SYS_ADMIN, iproute2 and nftables (`prerequisites_missing()` says
+what is absent). Everything stays inside the rig's own namespaces, on documentation address ranges.
+"""
+
+from kubevip_metal.rig.cleanup import cleanup_stale
+from kubevip_metal.rig.netns import CommandError, RigError
+from kubevip_metal.rig.prereq import prerequisites_missing
+from kubevip_metal.rig.rig import Rig
+from kubevip_metal.rig.topology import LAN4, LAN6, Host
+
+__all__ = ["LAN4", "LAN6", "CommandError", "Host", "Rig", "RigError", "cleanup_stale", "prerequisites_missing"]

@@ -1,0 +1,258 @@
+"""The rig: nodes, a client and a router on one bridged LAN, each in a network namespace of its own.
+
+Tests, benchmarks and `lab` need the real kernel's ARP, NDP, TCP and routing, and faults a real network
+has (a pulled cable, a firewall that drops). Every rig owns uniquely named namespaces, tracks what it
+starts, and tears everything down by PID: on `down()`, at the end of a `with` block, at exit, on SIGTERM or
+SIGHUP, and (after SIGKILL) at the next rig's start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from generic.logfmt import get_logger
+from kubevip_metal.rig import faults, guard, names, netns, processes, topology
+from kubevip_metal.rig.cleanup import cleanup_stale, teardown_namespaces
+from kubevip_metal.rig.netns import CommandError, RigError
+
+log = get_logger(__name__)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+
+
+class Rig:
+    """N nodes (`n1`..), `client` and `router` on bridge `br0` in namespace `sw`. See topology.py."""
+
+    def __init__(self, nodes: int = 3, prefix: str | None = None, *, grace: float = 1.0) -> None:
+        self.hosts = topology.plan(nodes)
+        self.node_names = [f"n{i}" for i in range(1, nodes + 1)]
+        self.prefix = names.check_prefix(prefix) if prefix is not None else names.new_prefix()
+        self.grace = grace  # seconds between SIGTERM and SIGKILL at teardown
+        self.owner_pid = os.getpid()
+        self.timings: dict[str, float] = {}  # seconds taken by the last "up" and "down"
+        self._lock = threading.RLock()  # down() may run from a signal handler mid-call
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._sockets: list[socket.socket] = []
+        self._blocks: dict[str, frozenset[faults.Block]] = {}
+        self._nft_family: faults.Family = faults.FAMILIES[0]
+        self._up = False
+
+    # -- names and addresses
+
+    @property
+    def roles(self) -> list[str]:
+        return [*self.hosts, topology.SWITCH]
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.ns(role) for role in self.roles]
+
+    def ns(self, role: str) -> str:
+        """The namespace name of `role` ("n1".., "client", "router", "sw")."""
+        if role != topology.SWITCH and role not in self.hosts:
+            raise ValueError(f"no role {role!r} in this rig; roles are {', '.join(self.roles)}")
+        return f"{self.prefix}-{role}"
+
+    def host(self, role: str) -> topology.Host:
+        if role not in self.hosts:
+            raise ValueError(f"role {role!r} has no address; hosts are {', '.join(self.hosts)}")
+        return self.hosts[role]
+
+    def ipv4(self, role: str) -> str:
+        return self.host(role).ipv4
+
+    def ipv6(self, role: str) -> str:
+        return self.host(role).ipv6
+
+    def mac(self, role: str) -> str:
+        return self.host(role).mac
+
+    # -- lifecycle
+
+    def up(self) -> Rig:
+        """Build the LAN (after removing leftovers of dead runs); on any failure, tear down what was built."""
+        if self._up:
+            return self
+        started = time.monotonic()
+        stale = cleanup_stale(grace=min(self.grace, 0.5))
+        taken = [name for name in self.namespaces if netns.exists(name)]
+        if taken:
+            raise RigError(f"namespaces {taken} exist already: another rig uses prefix {self.prefix!r}")
+        self.owner_pid = os.getpid()
+        guard.track(self)
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        self._up = True
+        self.timings["up"] = time.monotonic() - started
+        log.info("rig.up", prefix=self.prefix, nodes=len(self.node_names), seconds=round(self.timings["up"], 4),
+                 stale_removed=len(stale))
+        return self
+
+    def _build(self) -> None:
+        netns.ip_batch(topology.create_lines(self.ns, self.hosts))
+        netns.write_sysctls(self.ns(topology.SWITCH), topology.SWITCH_SYSCTLS)
+        for role, host in self.hosts.items():
+            netns.write_sysctls(self.ns(role), topology.sysctls(host))
+        netns.ip_batch(topology.switch_lines(self.hosts), netns=self.ns(topology.SWITCH))
+        for role, host in self.hosts.items():
+            netns.ip_batch(topology.host_lines(host), netns=self.ns(role))
+        self.run(topology.ROUTER, ["nft", "-f", "-"], input=topology.ROUTER_NFT)
+
+    def down(self) -> None:
+        """Stop what the rig started (by PID), then anything else inside its namespaces, then delete them.
+        Idempotent, and safe on a rig that never came up."""
+        started = time.monotonic()
+        with self._lock:
+            procs, self._procs = self._procs, []
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:  # an open socket would keep its namespace alive after the name is gone
+            sock.close()
+        hard = processes.terminate([proc.pid for proc in procs if proc.poll() is None], self.grace)
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
+        present = [name for name in self.namespaces if netns.exists(name)]
+        hard += teardown_namespaces(present, self.grace)
+        guard.untrack(self)
+        self._blocks.clear()
+        was_up, self._up = self._up, False
+        if was_up or procs or present:
+            self.timings["down"] = time.monotonic() - started
+            log.info("rig.down", prefix=self.prefix, seconds=round(self.timings["down"], 4), stopped=len(procs),
+                     killed_hard=len(hard), namespaces=len(present))
+
+    def __enter__(self) -> Rig:
+        return self.up()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.down()
+
+    # -- processes and sockets inside a namespace
+
+    def run(self, role: str, argv: Sequence[str], *, check: bool = True, timeout: float = 30,
+            **kw: Any) -> subprocess.CompletedProcess[str]:
+        """`ip netns exec` to completion; output captured as text unless `kw` says otherwise. With `check`,
+        a non-zero exit raises CommandError (a CalledProcessError whose message includes stderr)."""
+        cmd = ["ip", "netns", "exec", self.ns(role), *argv]
+        if "stdout" not in kw and "stderr" not in kw:
+            kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        result: subprocess.CompletedProcess[str] = subprocess.run(cmd, timeout=timeout, **kw)
+        if check and result.returncode:
+            raise CommandError(result.returncode, cmd, result.stdout, result.stderr)
+        return result
+
+    def spawn(self, role: str, argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[Any]:
+        """Start `argv` inside `role` (`ip netns exec` execs, so the PID is the program's own); it is
+        stopped by PID at teardown."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], **popen_kw)
+        with self._lock:
+            self._procs.append(proc)
+        log.info("rig.spawn", prefix=self.prefix, role=role, pid=proc.pid, argv=list(argv))
+        return proc
+
+    def _track(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    def listen_socket(self, role: str, host: str, port: int, *, backlog: int = 128) -> socket.socket:
+        """A bound, listening TCP socket that lives in `role`'s namespace, served from this process (port 0
+        picks a free port). Closed at teardown if still open."""
+        sock = netns.socket_in(self.ns(role), _family(host), socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return self._track(sock)
+
+    def connect_socket(self, role: str, host: str, port: int, *, timeout: float = 5.0) -> socket.socket:
+        """A TCP connection from `role`'s namespace to host:port (OSError, e.g. TimeoutError, on failure)."""
+        sock = netns.socket_in(self.ns(role), _family(host), socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return self._track(sock)
+
+    # -- fault levers
+
+    def link_down(self, role: str) -> None:
+        """Pull `role`'s cable: its bridge port goes down, so `eth0` loses carrier (NO-CARRIER, routes marked
+        linkdown) but keeps its addresses and routes, as a real NIC does. Not an admin down of eth0, which
+        would flush IPv6 addresses and every route through eth0."""
+        netns.ip_batch([f"link set {self.host(role).port} down"], netns=self.ns(topology.SWITCH))
+        log.info("rig.link_down", prefix=self.prefix, role=role)
+
+    def link_up(self, role: str) -> None:
+        """Plug the cable back in; returns once `eth0` has carrier again (if it is administratively up)."""
+        netns.ip_batch([f"link set {self.host(role).port} up"], netns=self.ns(topology.SWITCH))
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            flags = self._eth0_flags(role)
+            if "UP" not in flags or "LOWER_UP" in flags:
+                break
+            time.sleep(0.01)
+        log.info("rig.link_up", prefix=self.prefix, role=role)
+
+    def _eth0_flags(self, role: str) -> list[str]:
+        links = netns.ip_json(["link", "show", "dev", topology.IFNAME], netns=self.ns(role))
+        flags: list[str] = links[0].get("flags", []) if links else []
+        return flags
+
+    def block(self, role: str, host: str, port: int | None = None) -> None:
+        """Drop all traffic between `role` and `host` (IPv4 or IPv6), or only TCP to/from `host`'s `port`,
+        with nftables in `role`'s namespace. Blocks accumulate; the same block twice is one block."""
+        self.host(role)
+        with self._lock:
+            wanted = self._blocks.get(role, frozenset()) | {faults.Block.of(host, port)}
+            self._load_blocks(role, wanted)
+            self._blocks[role] = wanted
+        log.info("rig.block", prefix=self.prefix, role=role, host=host, port=port)
+
+    def unblock(self, role: str) -> None:
+        """Remove every block of `role`. Idempotent."""
+        self.host(role)
+        with self._lock:
+            script = "".join(faults.clear(family) for family in faults.FAMILIES)
+            self.run(role, ["nft", "-f", "-"], input=script)
+            self._blocks.pop(role, None)
+        log.info("rig.unblock", prefix=self.prefix, role=role)
+
+    def _load_blocks(self, role: str, blocks: frozenset[faults.Block]) -> None:
+        try:
+            self.run(role, ["nft", "-f", "-"], input=faults.ruleset(blocks, self._nft_family, topology.IFNAME))
+        except CommandError as exc:
+            if self._nft_family != "netdev":
+                raise
+            log.warning("rig.block_fallback", prefix=self.prefix, family="inet", reason=str(exc))
+            self._nft_family = "inet"
+            self.run(role, ["nft", "-f", "-"], input=faults.ruleset(blocks, "inet", topology.IFNAME))
+
+    # -- observation
+
+    def addresses(self, role: str, ifname: str = topology.IFNAME) -> list[str]:
+        """The addresses on `ifname` in `role` right now, bare (no prefix length), all families, including
+        link-local; e.g. `vip in rig.addresses("n2")` tells where a VIP is."""
+        links = netns.ip_json(["address", "show", "dev", ifname], netns=self.ns(role))
+        return [str(info["local"]) for link in links for info in link.get("addr_info", []) if "local" in info]

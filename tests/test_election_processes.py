@@ -1,0 +1,163 @@
+"""The election as real processes on the Kubernetes API emulator: kills, cuts, hand-overs, conflicts, and
+interop with the official client-go-format elector. Never two leaders, from their own callback times."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from tests.election_support import Candidate, leaders, official, ours, overlaps, wait_until
+
+NODES = ["n1", "n2", "n3", "n4", "n5"]
+LEASE_GVR = "coordination.k8s.io/v1/leases"
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[EmulatorThread, dict[str, Path]]]:
+    emulator = KubeApiEmulator({f"tok-{n}": n for n in [*NODES, "admin"]})
+    with EmulatorThread(emulator, listen=[("127.0.0.1", 0)]) as thread:
+        url = thread.urls[0]
+        configs = {n: write_kubeconfig(tmp_path / f"{n}.kubeconfig", url, f"tok-{n}") for n in [*NODES, "admin"]}
+        yield thread, configs
+
+
+@pytest.fixture
+def candidates() -> Iterator[list[Candidate]]:
+    started: list[Candidate] = []
+    yield started
+    for candidate in started:
+        candidate.kill()
+
+
+def holder(thread: EmulatorThread, lease: str) -> str:
+    obj = thread.emulator.get_object(LEASE_GVR, "kube-system", lease)
+    return str(((obj or {}).get("spec") or {}).get("holderIdentity") or "")
+
+
+def test_random_kills_never_two_leaders(api: tuple[EmulatorThread, dict[str, Path]],
+                                        candidates: list[Candidate]) -> None:
+    _thread, configs = api
+    pool = {n: ours(n, configs[n], "kill-lease", "1,0.75,0.2") for n in NODES[:3]}
+    candidates.extend(pool.values())
+    for candidate in pool.values():
+        candidate.start()
+    wait_until(lambda: len(leaders(candidates)) == 1)
+    rng = random.Random(11)
+    end = time.monotonic() + 60
+    samples = 0
+    while time.monotonic() < end:
+        time.sleep(rng.uniform(0.5, 2.5))
+        leading = leaders(candidates)
+        victim = pool[leading[0]] if leading and rng.random() < 0.7 else rng.choice(list(pool.values()))
+        if rng.random() < 0.75:
+            victim.kill()
+        else:
+            victim.terminate()
+        replacement = ours(victim.name, configs[victim.name], "kill-lease", "1,0.75,0.2")
+        replacement.deaths = victim.deaths
+        replacement.events = victim.snapshot()
+        candidates.append(replacement)
+        pool[victim.name] = replacement.start()
+        samples += 1
+        assert len(leaders(list(pool.values()))) <= 1
+    assert not overlaps(candidates)
+    spans = [span for c in candidates for span in c.intervals()]
+    assert len(spans) >= 10, spans
+    assert samples >= 20
+
+
+def test_cut_off_leader_steps_down_before_the_lease_expires(api: tuple[EmulatorThread, dict[str, Path]],
+                                                            candidates: list[Candidate]) -> None:
+    thread, configs = api
+    timers = (2.0, 1.5, 0.4)
+    pool = [ours(n, configs[n], "cut-lease", ",".join(map(str, timers))).start() for n in NODES[:3]]
+    candidates.extend(pool)
+    wait_until(lambda: len(leaders(pool)) == 1)
+    first = next(c for c in pool if c.name == leaders(pool)[0])
+    for outage in ("hang", "refuse"):
+        current = next(c for c in pool if c.name == leaders(pool)[0])
+        cut = time.monotonic()
+        thread.emulator.set_fault(current.name, outage=outage)
+        wait_until(lambda current=current: bool(leaders(pool)) and leaders(pool)[0] != current.name)
+        stop = [e["mono"] for e in current.snapshot() if e["event"] == "stopped_leading"][-1]
+        successor = next(c for c in pool if c.name == leaders(pool)[0])
+        start = [e["mono"] for e in successor.snapshot() if e["event"] == "started_leading"][-1]
+        assert stop <= cut + timers[1] + 0.25, (outage, stop - cut)  # stepped down by its renew deadline
+        assert start > stop  # and before anyone else took over
+        # the successor waited a whole lease after the last renewal it saw, so the margin between the old
+        # leader's step-down (renewal + renew deadline) and the take-over is at least lease - renew deadline
+        assert start - stop >= timers[0] - timers[1] - 0.05, (outage, start - stop)
+        thread.emulator.clear_fault(current.name)
+        time.sleep(2 * timers[0])
+        assert not current.is_leading()  # healed: back as a follower, no restart, no second leader
+    assert first.alive and not overlaps(candidates)
+
+
+def test_sigterm_releases_and_hands_over_at_once(api: tuple[EmulatorThread, dict[str, Path]],
+                                                 candidates: list[Candidate]) -> None:
+    thread, configs = api
+    pool = [ours(n, configs[n], "term-lease", "5,3,1").start() for n in NODES[:3]]
+    candidates.extend(pool)
+    wait_until(lambda: len(leaders(pool)) == 1)
+    time.sleep(1.5)  # followers settled and watching
+    leader = next(c for c in pool if c.is_leading())
+    sent = time.monotonic()
+    assert leader.terminate() == 0
+    wait_until(lambda: len(leaders(pool)) == 1, timeout=5)
+    successor = next(c for c in pool if c.is_leading())
+    start = [e["mono"] for e in successor.snapshot() if e["event"] == "started_leading"][-1]
+    stop = [e["mono"] for e in leader.snapshot() if e["event"] == "stopped_leading"][-1]
+    assert stop < start
+    assert start - sent < 1.0  # far less than a lease (5 s): the release was seen through the watch
+    assert holder(thread, "term-lease") == successor.name
+    assert not overlaps(candidates)
+
+
+def test_simultaneous_candidates_resolve_to_one(api: tuple[EmulatorThread, dict[str, Path]],
+                                                candidates: list[Candidate]) -> None:
+    thread, configs = api
+    pool = [ours(n, configs[n], "race-lease", "2,1.5,0.4") for n in NODES]
+    candidates.extend(pool)
+    for candidate in pool:
+        candidate.start()
+    wait_until(lambda: len(leaders(pool)) == 1)
+    time.sleep(2)
+    assert len(leaders(pool)) == 1
+    assert holder(thread, "race-lease") == leaders(pool)[0]
+    assert not overlaps(candidates)
+
+
+def test_interop_with_the_official_elector(api: tuple[EmulatorThread, dict[str, Path]],
+                                           candidates: list[Candidate]) -> None:
+    """client-go's record format, two implementations on one Lease, random crashes and stops: never two leaders."""
+    _thread, configs = api
+    makers: dict[str, Callable[[], Candidate]] = {
+        "n1": lambda: ours("n1", configs["n1"], "mixed-lease", "3,2,1"),
+        "n2": lambda: official("n2", configs["n2"], "mixed-lease", (3, 2, 1)),
+        "n3": lambda: ours("n3", configs["n3"], "mixed-lease", "3,2,1"),
+        "n4": lambda: official("n4", configs["n4"], "mixed-lease", (3, 2, 1)),
+    }
+    pool = {name: make().start() for name, make in makers.items()}
+    candidates.extend(pool.values())
+    wait_until(lambda: len(leaders(list(pool.values()))) == 1, timeout=30)
+    rng = random.Random(5)
+    end = time.monotonic() + 45
+    while time.monotonic() < end:
+        time.sleep(rng.uniform(0.5, 2.0))
+        leading = leaders(list(pool.values()))
+        victim = pool[leading[0]] if leading else rng.choice(list(pool.values()))
+        victim.kill()
+        # the same identity comes back at once as the holder (client-go's rule), so stay away a whole lease
+        time.sleep(rng.uniform(3.2, 4.5))
+        replacement = makers[victim.name]()
+        replacement.deaths, replacement.events = victim.deaths, victim.snapshot()
+        candidates.append(replacement)
+        pool[victim.name] = replacement.start()
+    holders = {span[0] for candidate in candidates for span in candidate.intervals()}
+    assert not overlaps(candidates)
+    assert {"n1", "n3"} & holders and {"n2", "n4"} & holders, holders  # both implementations led
