@@ -6,7 +6,7 @@
   at the default 5/3/1 timers and at 1/0.75/0.2;
 - leadership changes while every client has 200 ms of added API latency, default timers (target 0).
 
-`--quick` runs a few repetitions and 45 s of latency; the full run 20 repetitions and 10 minutes.
+`--quick` runs 3 repetitions and 20 s of latency; the full run 20 repetitions and 10 minutes.
 Prints a table, then one JSON line with the headline figures.
 """
 
@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     quick = parser.parse_args().quick
-    runs, latency_seconds = (5, 45.0) if quick else (20, 600.0)
+    runs, latency_seconds = (3, 20.0) if quick else (20, 600.0)
     emulator = KubeApiEmulator({f"tok-{n}": n for n in NODES})
     with tempfile.TemporaryDirectory() as tmp, EmulatorThread(emulator, listen=[("127.0.0.1", 0)]) as thread:
         configs = {n: write_kubeconfig(Path(tmp) / f"{n}.yaml", thread.urls[0], f"tok-{n}") for n in NODES}

@@ -15,15 +15,18 @@ import time
 from types import FrameType
 
 from generic import logfmt
+from generic.addresses import AddressError, Addresses
+from generic.announce import ArpAnnouncer
 from generic.election import Callbacks, Elector, Timers
 from kubevip_metal import __version__
-from kubevip_metal.config import Config, describe
+from kubevip_metal.config import Config, Mode, describe
+from kubevip_metal.controlplane import ControlPlaneVip, VipSetupError, resolve_vips
 from kubevip_metal.kubeclient import KubeClientError
 
 log = logfmt.get_logger("kubevip_metal.manager")
 
 
-def _control_plane_elector(config: Config) -> Elector:
+def _control_plane_elector(config: Config, vip: ControlPlaneVip | None) -> Elector:
     from generic.election.lease_lock import LeaseLock
     from kubevip_metal.kubeclient import build_api_client
 
@@ -33,16 +36,31 @@ def _control_plane_elector(config: Config) -> Elector:
     assert config.node_name is not None
 
     def started() -> None:
-        log.info("controlplane.leading", node=config.node_name, mono=round(time.monotonic(), 6))
+        if vip is not None:
+            vip.set_leading(True)
+        else:
+            log.info("controlplane.leading", node=config.node_name, mono=round(time.monotonic(), 6))
 
     def stopped() -> None:
-        log.info("controlplane.following", node=config.node_name, mono=round(time.monotonic(), 6))
+        if vip is not None:
+            vip.set_leading(False)
+        else:
+            log.info("controlplane.following", node=config.node_name, mono=round(time.monotonic(), 6))
 
     def new_leader(identity: str) -> None:
         log.info("controlplane.leader", leader=identity)
 
     return Elector(lock, config.node_name, Timers(timers.duration, timers.renew_deadline, timers.retry_period),
                    Callbacks(started, stopped, new_leader))
+
+
+def _control_plane_vip(config: Config) -> ControlPlaneVip | None:
+    """ARP mode: the VIP on an interface, announced by gratuitous ARP / NDP. Other modes land later."""
+    if config.mode is not Mode.ARP:
+        return None
+    addresses = Addresses()
+    vips = resolve_vips(config, addresses)
+    return ControlPlaneVip(vips, ArpAnnouncer(config.vip.arp_rate_ms / 1000, addresses))
 
 
 def run(config: Config, stop: threading.Event | None = None) -> int:
@@ -64,21 +82,30 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     log.info("config.effective", **dict(describe(config)))
 
     electors: list[Elector] = []
+    cp_vip: ControlPlaneVip | None = None
     wanted = config.control_plane and config.control_plane_elects
     backoff = 1.0
     while not stop.is_set():
         if wanted and not electors:
             try:
-                electors.append(_control_plane_elector(config))
+                if cp_vip is None:
+                    cp_vip = _control_plane_vip(config)
+                    if cp_vip is not None:
+                        cp_vip.start()
+                electors.append(_control_plane_elector(config, cp_vip))
                 electors[-1].start()
-            except KubeClientError as exc:
-                # a static pod may start before kubeadm has written its kubeconfig: wait, do not crash-loop
-                log.error("manager.kubeclient_unavailable", error=str(exc), retry_in=backoff)
+            except (KubeClientError, VipSetupError, AddressError) as exc:
+                # a static pod may start before kubeadm has written its kubeconfig, or before the interface
+                # is up: wait and retry, do not crash-loop
+                log.error("manager.not_ready", error=str(exc), retry_in=backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
         stop.wait(0.5)
     for elector in electors:
-        elector.stop(timeout=2.0)
+        elector.stop(timeout=1.5)  # steps down (VIP withdrawn), then releases the Lease
+    if cp_vip is not None:
+        cp_vip.stop()
+        cp_vip.announcer.close()
     log.info("manager.stopped")
     return 0

@@ -1,0 +1,131 @@
+"""VIP addresses on an interface, through netlink (pyroute2).
+
+A VIP is added as a /32 or /128 (or the configured prefix) with `preferred_lft 0`: the address is
+"deprecated", so the kernel answers for it and accepts its traffic but never picks it as the source of the
+node's own connections (which would break them when the VIP moves). IPv6 VIPs are added with NODAD, so they
+are usable at once instead of sitting tentative for a second, and a DAD-failed copy is replaced.
+Every call is idempotent: adding a present VIP or removing an absent one is not an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from generic.logfmt import get_logger
+
+log = get_logger("generic.addresses")
+
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
+
+
+@dataclass(frozen=True)
+class Vip:
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    prefixlen: int
+    interface: str
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.prefixlen}@{self.interface}"
+
+
+class AddressError(Exception):
+    """The kernel refused an address change (missing interface, permissions)."""
+
+
+class Addresses:
+    """Add, remove and list addresses; one netlink socket, opened lazily, used under the caller's lock."""
+
+    def __init__(self) -> None:
+        self._ipr: Any = None
+
+    def _netlink(self) -> Any:
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
+        return self._ipr
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def index(self, interface: str) -> int:
+        found = self._netlink().link_lookup(ifname=interface)
+        if not found:
+            raise AddressError(f"interface {interface} does not exist")
+        return int(found[0])
+
+    def _entries(self, vip: Vip) -> list[Any]:
+        family = socket.AF_INET if vip.address.version == 4 else socket.AF_INET6
+        try:
+            index = self.index(vip.interface)
+        except AddressError:
+            return []
+        return [entry for entry in self._netlink().get_addr(family=family, index=index)
+                if entry.get_attr("IFA_ADDRESS") == str(vip.address)
+                or entry.get_attr("IFA_LOCAL") == str(vip.address)]
+
+    def present(self, vip: Vip) -> bool:
+        """True when the VIP is on its interface and usable (not DAD-failed)."""
+        return any(not (entry.get_attr("IFA_FLAGS", entry["flags"]) & IFA_F_DADFAILED) for entry in self._entries(vip))
+
+    def add(self, vip: Vip) -> bool:
+        """Make the VIP present; returns True if anything changed."""
+        entries = self._entries(vip)
+        if entries and self.present(vip):
+            return False
+        if entries:  # a DAD-failed IPv6 copy: replace it
+            self.remove(vip)
+        options: dict[str, Any] = {"preferred": 0}
+        if vip.address.version == 6:
+            options["flags"] = IFA_F_NODAD
+        try:
+            self._netlink().addr("replace", index=self.index(vip.interface), address=str(vip.address),
+                                 prefixlen=vip.prefixlen, **options)
+        except Exception as exc:
+            raise AddressError(f"cannot add {vip}: {exc}") from None
+        return True
+
+    def remove(self, vip: Vip) -> bool:
+        """Make the VIP absent; returns True if it was there."""
+        removed = False
+        for entry in self._entries(vip):
+            try:
+                self._netlink().addr("del", index=entry["index"], address=str(vip.address),
+                                     prefixlen=entry["prefixlen"])
+                removed = True
+            except Exception as exc:
+                if getattr(exc, "code", None) != errno.EADDRNOTAVAIL:
+                    raise AddressError(f"cannot remove {vip}: {exc}") from None
+        return removed
+
+    def link_up(self, interface: str) -> bool:
+        """Carrier and admin state up (a pulled cable or `ip link set down` make this False)."""
+        try:
+            link = self._netlink().get_links(self.index(interface))[0]
+        except (AddressError, IndexError):
+            return False
+        return bool(link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and link["flags"] & 1)
+
+    def mac(self, interface: str) -> bytes:
+        link = self._netlink().get_links(self.index(interface))[0]
+        return bytes.fromhex(str(link.get_attr("IFLA_ADDRESS")).replace(":", ""))
+
+    def default_route_interface(self, version: int = 4) -> str | None:
+        """The interface of the default route (kube-vip's choice when --interface is not given)."""
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        for route in self._netlink().get_default_routes(family=family):
+            index = route.get_attr("RTA_OIF")
+            if index is None:
+                multipath = route.get_attr("RTA_MULTIPATH") or []
+                index = multipath[0]["oif"] if multipath else None
+            if index is not None:
+                return str(self._netlink().get_links(index)[0].get_attr("IFLA_IFNAME"))
+        return None

@@ -1,0 +1,158 @@
+"""A three-node cluster network with real managers, for the `lab` command, the tests and the benchmarks.
+
+The API emulator serves inside the router namespace (198.51.100.1:6443, so a node cut off by nftables really
+loses it) and on loopback for the observer. Each node runs a real `kube-vip-metal manager` process with its
+own token. `holders()` reads every node's addresses through netlink (about 0.3 ms a node), so a sampler can
+prove that the VIP is never on two nodes at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from kubevip_metal.options import OPTIONS
+from kubevip_metal.rig import Rig
+
+API_PORT = 6443
+LEASE = ("coordination.k8s.io/v1/leases", "kube-system", "plndr-cp-lock")
+
+
+def _clean_environment() -> dict[str, str]:
+    names = {name for option in OPTIONS for name in option.env}
+    return {key: value for key, value in os.environ.items() if key not in names}
+
+
+class LabCluster:
+    """Rig + emulator + managers. Use as a context manager; everything started is stopped on exit."""
+
+    def __init__(self, nodes: int = 3, vip: str = "198.51.100.10", timers: Sequence[float] = (5, 3, 1),
+                 extra_args: Sequence[str] = ()) -> None:
+        self.rig = Rig(nodes=nodes)
+        self.vip = vip
+        self.timers = tuple(timers)
+        self.extra_args = list(extra_args)
+        self.workdir = Path(tempfile.mkdtemp(prefix="kube-vip-lab-"))
+        self.emulator = KubeApiEmulator({f"tok-{node}": node for node in self.rig.node_names})
+        self.api: EmulatorThread | None = None
+        self.managers: dict[str, subprocess.Popen[Any]] = {}
+        self._netns: dict[str, Any] = {}
+
+    @property
+    def nodes(self) -> list[str]:
+        return self.rig.node_names
+
+    def __enter__(self) -> LabCluster:
+        self.up()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.down()
+
+    def up(self) -> LabCluster:
+        self.rig.up()
+        api_socket = self.rig.listen_socket("router", self.rig.ipv4("router"), API_PORT)
+        self.api = EmulatorThread(self.emulator, listen=[("127.0.0.1", 0)], sockets=[api_socket])
+        self.api.start()
+        for node in self.nodes:
+            write_kubeconfig(self.kubeconfig(node), f"http://{self.rig.ipv4('router')}:{API_PORT}", f"tok-{node}")
+        return self
+
+    def down(self) -> None:
+        for node in list(self.managers):
+            self.kill(node)
+        for handle in self._netns.values():
+            handle.close()
+        self._netns.clear()
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+        self.rig.down()
+
+    def kubeconfig(self, node: str) -> Path:
+        return self.workdir / f"{node}.kubeconfig"
+
+    def log_path(self, node: str) -> Path:
+        return self.workdir / f"{node}.log"
+
+    def manager_argv(self, node: str) -> list[str]:
+        lease, renew, retry = self.timers
+        return [sys.executable, "-m", "kubevip_metal", "manager", "--controlplane", "--arp", "--address", self.vip,
+                "--interface", "eth0", "--k8sConfigPath", str(self.kubeconfig(node)), "--nodeName", node,
+                "--leaseDuration", f"{lease:g}", "--leaseRenewDuration", f"{renew:g}", "--leaseRetry", f"{retry:g}",
+                "--log-format", "json", "--prometheusHTTPServer", "", *self.extra_args]
+
+    def start(self, node: str) -> subprocess.Popen[Any]:
+        log = self.log_path(node).open("a")
+        process = self.rig.spawn(node, self.manager_argv(node), stdout=subprocess.DEVNULL, stderr=log,
+                                 env=_clean_environment())
+        log.close()
+        self.managers[node] = process
+        return process
+
+    def kill(self, node: str) -> None:
+        """A crash: SIGKILL, no clean-up runs (the VIP stays on the interface, the Lease is not released)."""
+        process = self.managers.pop(node, None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+    def terminate(self, node: str, timeout: float = 5) -> int:
+        process = self.managers.pop(node)
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout)
+
+    def events(self, node: str) -> list[dict[str, Any]]:
+        """The manager's JSON log lines (all its runs), oldest first."""
+        out = []
+        path = self.log_path(node)
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+    def holders(self, vip: str | None = None) -> list[str]:
+        """Nodes whose eth0 holds the VIP right now."""
+        vip = vip or self.vip
+        found = []
+        for node in self.nodes:
+            handle = self._netns.get(node)
+            if handle is None:
+                from pyroute2 import NetNS
+
+                handle = self._netns[node] = NetNS(self.rig.ns(node))
+            if any(entry.get_attr("IFA_ADDRESS") == vip for entry in handle.get_addr()):
+                found.append(node)
+        return found
+
+    def lease_holder(self) -> str:
+        lease = self.emulator.get_object(*LEASE)
+        return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+
+    def client_mac(self, vip: str | None = None) -> str | None:
+        """The MAC the client's neighbour table has for the VIP (which node the client talks to)."""
+        result = self.rig.run("client", ["ip", "-j", "neigh", "show", vip or self.vip], check=False)
+        try:
+            entries = json.loads(result.stdout or "[]")
+        except ValueError:
+            return None
+        return str(entries[0].get("lladdr")) if entries and entries[0].get("lladdr") else None
+
+    def node_of_mac(self, mac: str | None) -> str | None:
+        return next((node for node in self.nodes if mac and self.rig.mac(node) == mac), None)
+
+    def probe(self, target: str | None = None, interval: float = 0.005) -> subprocess.Popen[str]:
+        return self.rig.spawn("client", [sys.executable, "-m", "kubevip_metal.lab.probe", target or self.vip,
+                                         "--interval", str(interval)], stdout=subprocess.PIPE, text=True,
+                              env=_clean_environment())
