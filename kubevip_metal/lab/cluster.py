@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class LabCluster:
         self.api: EmulatorThread | None = None
         self.managers: dict[str, subprocess.Popen[Any]] = {}
         self._netns: dict[str, Any] = {}
+        self._netns_lock = threading.Lock()  # netlink handles are not thread-safe; samplers run in threads
 
     @property
     def nodes(self) -> list[str]:
@@ -69,9 +71,10 @@ class LabCluster:
     def down(self) -> None:
         for node in list(self.managers):
             self.kill(node)
-        for handle in self._netns.values():
-            handle.close()
-        self._netns.clear()
+        with self._netns_lock:
+            for handle in self._netns.values():
+                handle.close()
+            self._netns.clear()
         if self.api is not None:
             self.api.stop()
             self.api = None
@@ -125,6 +128,10 @@ class LabCluster:
     def holders(self, vip: str | None = None) -> list[str]:
         """Nodes whose eth0 holds the VIP right now."""
         vip = vip or self.vip
+        with self._netns_lock:
+            return self._holders(vip)
+
+    def _holders(self, vip: str) -> list[str]:
         found = []
         for node in self.nodes:
             handle = self._netns.get(node)

@@ -1,0 +1,170 @@
+"""The control-plane VIP over ARP/NDP with real managers in the namespace rig: the VIP is on exactly the leader,
+drift is repaired both ways, a leader cut off from the API gives the VIP up before anyone else adds it, and
+SIGTERM leaves nothing behind."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from kubevip_metal.lab.cluster import LabCluster
+from tests.rig_support import require_rig
+
+TIMERS = (2.0, 1.5, 0.4)
+RECONCILE = 1.0
+
+
+class Sampler:
+    """Samples which live nodes hold the VIP every few milliseconds, for the whole test."""
+
+    def __init__(self, lab: LabCluster, vip: str | None = None) -> None:
+        self.lab, self.vip = lab, vip
+        self.dead: set[str] = set()  # crashed or unplugged: their stale address reaches nobody
+        self.samples: list[tuple[float, list[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            holders = [n for n in self.lab.holders(self.vip) if n not in self.dead]
+            self.samples.append((time.monotonic(), holders))
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def double_holders(self) -> list[tuple[float, list[str]]]:
+        return [sample for sample in self.samples if len(sample[1]) > 1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def settled(lab: LabCluster) -> str:
+    """Wait until exactly one node holds the VIP and it is the Lease holder; return it."""
+    wait_for(lambda: len(lab.holders()) == 1 and lab.holders() == [lab.lease_holder()])
+    return lab.holders()[0]
+
+
+@pytest.fixture
+def lab() -> Iterator[LabCluster]:
+    require_rig()
+    with LabCluster(timers=TIMERS) as cluster:
+        for node in cluster.nodes:
+            cluster.start(node)
+        yield cluster
+
+
+def test_vip_on_exactly_the_leader_through_handover_and_crash(lab: LabCluster) -> None:
+    with Sampler(lab) as sampler:
+        leader = settled(lab)
+        assert lab.rig.run("client", ["ping", "-c1", "-W1", lab.vip]).returncode == 0
+        assert lab.terminate(leader) == 0  # graceful
+        sampler.dead.add(leader)
+        second = settled(lab)
+        assert second != leader
+        lab.kill(second)  # crash: power loss, the address stays on a dead node
+        lab.rig.link_down(second)
+        sampler.dead.add(second)
+        wait_for(lambda: [n for n in lab.holders() if n != second] != [])
+        third = next(n for n in lab.holders() if n != second)
+        assert third not in (leader, second)
+        wait_for(lambda: lab.lease_holder() == third)
+        time.sleep(0.3)
+        assert lab.rig.run("client", ["ping", "-c1", "-W1", lab.vip]).returncode == 0
+        assert lab.node_of_mac(lab.client_mac()) == third
+    assert len(sampler.samples) > 100
+    assert not sampler.double_holders()
+
+
+def test_stray_vip_on_a_follower_is_removed_within_one_period(lab: LabCluster) -> None:
+    leader = settled(lab)
+    follower = next(n for n in lab.nodes if n != leader)
+    lab.rig.run(follower, ["ip", "addr", "add", f"{lab.vip}/32", "dev", "eth0"])
+    took = wait_for(lambda: follower not in lab.holders(), timeout=5)
+    assert took <= RECONCILE + 0.5
+    assert lab.holders() == [leader]
+    wait_for(lambda: any(e["event"] == "vip.stray_removed" for e in lab.events(follower)), timeout=2)
+
+
+def test_deleted_vip_on_the_leader_heals_within_one_period(lab: LabCluster) -> None:
+    leader = settled(lab)
+    lab.rig.run(leader, ["ip", "addr", "del", f"{lab.vip}/32", "dev", "eth0"])
+    took = wait_for(lambda: leader in lab.holders(), timeout=5)
+    assert took <= RECONCILE + 0.5
+    wait_for(lambda: any(e["event"] == "reconcile.repaired" for e in lab.events(leader)), timeout=2)
+    assert lab.rig.run("client", ["ping", "-c1", "-W1", lab.vip]).returncode == 0
+
+
+def test_leader_cut_from_the_api_drops_the_vip_before_another_node_adds_it(lab: LabCluster) -> None:
+    with Sampler(lab) as sampler:
+        leader = settled(lab)
+        pid = lab.managers[leader].pid
+        cut = time.monotonic()
+        lab.rig.block(leader, lab.rig.ipv4("router"), 6443)
+        wait_for(lambda: lab.lease_holder() not in ("", leader), timeout=15)
+        successor = lab.lease_holder()
+        wait_for(lambda: lab.holders() == [successor])
+        time.sleep(0.1)  # let the sampler see it too
+        after = [(t, holders) for t, holders in sampler.samples if t > cut]
+        dropped = next(t for t, holders in after if leader not in holders)
+        added = next(t for t, holders in after if successor in holders)
+        assert dropped < added
+        assert dropped - cut <= TIMERS[1] + 0.3  # gone by the renew deadline, not when the lease expires
+        lab.rig.unblock(leader)
+        time.sleep(2 * TIMERS[0])
+        assert lab.holders() == [successor]  # rejoined as a follower
+        assert lab.managers[leader].pid == pid and lab.managers[leader].poll() is None  # without a restart
+    assert not sampler.double_holders()
+    stops = [e for e in lab.events(leader) if e["event"] == "controlplane.following"]
+    starts = [e for e in lab.events(successor) if e["event"] == "controlplane.leading"]
+    assert stops and starts and stops[-1]["mono"] < starts[-1]["mono"]
+
+
+def test_interface_flap_on_the_leader_keeps_the_vip_reachable(lab: LabCluster) -> None:
+    leader = settled(lab)
+    lab.rig.link_down(leader)
+    time.sleep(0.5)  # shorter than the renew deadline: leadership survives
+    lab.rig.link_up(leader)
+    wait_for(lambda: lab.rig.run("client", ["ping", "-c1", "-W1", lab.vip], check=False).returncode == 0)
+    assert lab.holders() == [lab.lease_holder()]
+    assert lab.node_of_mac(lab.client_mac()) == lab.lease_holder()
+
+
+def test_sigterm_leaves_no_address_and_an_empty_lease_holder(lab: LabCluster) -> None:
+    settled(lab)
+    for node in list(lab.managers):
+        started = time.monotonic()
+        assert lab.terminate(node) == 0
+        assert time.monotonic() - started < 2.0
+    assert lab.holders() == []
+    assert lab.lease_holder() == ""
+
+
+def test_ipv6_vip_is_reached_from_the_client_after_failover() -> None:
+    require_rig()
+    with LabCluster(timers=TIMERS, vip="2001:db8:100::10") as lab:
+        for node in lab.nodes:
+            lab.start(node)
+        leader = settled(lab)
+        assert lab.rig.run("client", ["ping", "-6", "-c1", "-W1", lab.vip]).returncode == 0
+        lab.kill(leader)
+        lab.rig.link_down(leader)
+        wait_for(lambda: any(n != leader for n in lab.holders()))
+        successor = next(n for n in lab.holders() if n != leader)
+        wait_for(lambda: lab.rig.run("client", ["ping", "-6", "-c1", "-W1", lab.vip], check=False).returncode == 0,
+                 timeout=5)
+        assert lab.node_of_mac(lab.client_mac()) == successor
