@@ -49,12 +49,14 @@ def _resolve(name: str, mode: DnsMode) -> list[ipaddress.IPv4Address | ipaddress
         raise VipSetupError(f"cannot resolve {name}: {exc}") from None
     found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for answer in answers:
-        ip = ipaddress.ip_address(answer[4][0])
+        ip = ipaddress.ip_address(str(answer[4][0]))
         if ip not in found:
             found.append(ip)
     v4 = [ip for ip in found if ip.version == 4][:1]
     v6 = [ip for ip in found if ip.version == 6][:1]
-    chosen = {DnsMode.FIRST: found[:1], DnsMode.IPV4: v4, DnsMode.IPV6: v6, DnsMode.DUAL: v4 + v6}[mode]
+    choices: dict[DnsMode, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {
+        DnsMode.FIRST: found[:1], DnsMode.IPV4: v4, DnsMode.IPV6: v6, DnsMode.DUAL: v4 + v6}
+    chosen = choices[mode]
     if not chosen:
         raise VipSetupError(f"{name} has no {mode.value} address")
     return chosen
