@@ -52,8 +52,8 @@ def _resolve(name: str, mode: DnsMode) -> list[ipaddress.IPv4Address | ipaddress
         ip = ipaddress.ip_address(str(answer[4][0]))
         if ip not in found:
             found.append(ip)
-    v4: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip for ip in found if ip.version == 4][:1]
-    v6: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip for ip in found if ip.version == 6][:1]
+    v4 = [found[i] for i, ip in enumerate(found) if ip.version == 4][:1]
+    v6 = [found[i] for i, ip in enumerate(found) if ip.version == 6][:1]
     choices: dict[DnsMode, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {
         DnsMode.FIRST: found[:1], DnsMode.IPV4: v4, DnsMode.IPV6: v6, DnsMode.DUAL: v4 + v6}
     chosen = choices[mode]
