@@ -28,6 +28,32 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message.replace("\n", " "))
 
 
+class _LabRequested(Exception):
+    """`lab` takes none of the daemon's options; parsing hands it over from here."""
+
+    def __init__(self, keep: bool, timers: str) -> None:
+        self.keep, self.timers = keep, timers
+
+
+def _run_lab(request: _LabRequested) -> int:
+    from kubevip_metal.parsers import parse_seconds
+
+    try:
+        lease, renew, retry = (parse_seconds(part) for part in request.timers.split(","))
+    except ValueError:
+        raise UsageError(f'--timers "{request.timers}": expected three durations, e.g. 5,3,1') from None
+    if not lease > renew > 1.2 * retry:
+        raise UsageError(f'--timers "{request.timers}": need lease > renew > 1.2 x retry')
+    from kubevip_metal.rig import prerequisites_missing
+
+    missing = prerequisites_missing()
+    if missing:
+        raise UsageError("lab: " + "; ".join(missing))
+    from kubevip_metal.lab.run import run_lab
+
+    return run_lab(keep=request.keep, timers=(lease, renew, retry))
+
+
 class _StoreGiven(argparse.Action):
     """Record the value with the spelling the user typed, so errors name the flag as written."""
 
@@ -71,6 +97,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
         sub = kinds.add_parser(kind, help=text, allow_abbrev=False,
                                description=f"Print {text}. Reads flags only, never the environment.")
         booleans.update(_add_options(sub, manifest=True))
+    lab = commands.add_parser("lab", help="watch a failover on a namespaced test network (needs root)",
+                              allow_abbrev=False, description="Build a three-node network in namespaces on this "
+                              "machine, run a real manager per node and a probing client, crash and stop leaders, "
+                              "and print the outages the client saw.")
+    lab.add_argument("--keep", action="store_true", help="leave the lab running afterwards (Ctrl-C removes it)")
+    lab.add_argument("--timers", default="5,3,1", metavar="LEASE,RENEW,RETRY", help="election timers in seconds")
     commands.add_parser("version", help="print the version")
     return root, booleans
 
@@ -99,6 +131,8 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Command | None, dict[str, G
         raise UsageError("a command is required: manager, manifest or version (see --help)")
     if namespace.command == "version":
         return None, {}
+    if namespace.command == "lab":
+        raise _LabRequested(namespace.keep, namespace.timers)
     if namespace.command == "manifest" and namespace.kind is None:
         raise UsageError("manifest needs a kind: pod, daemonset or rbac")
     given = {name: value for name, value in vars(namespace).items() if isinstance(value, Given)}
@@ -115,7 +149,10 @@ def one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        command, given = parse_command_line(args)
+        try:
+            command, given = parse_command_line(args)
+        except _LabRequested as lab:
+            return _run_lab(lab)
         if command is None:
             print(f"{PROG} {__version__}")
             return 0

@@ -55,8 +55,9 @@ def down_all() -> None:
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
-    log.warning("rig.signal", signal=signal.Signals(signum).name)
-    down_all()
+    if any(rig.owner_pid == os.getpid() for rig in _live.values()):  # not in a forked helper (pyroute2 NetNS)
+        log.warning("rig.signal", signal=signal.Signals(signum).name)
+        down_all()
     os.kill(os.getpid(), signum)  # die of the signal, as without us (exit status, parent's view)
 
 

@@ -1,0 +1,133 @@
+"""`kube-vip-metal lab`: watch a control-plane failover on a real (namespaced) network, on this one machine.
+
+Three nodes run the real manager against the API emulator; a client probes the VIP every 5 ms. The lab prints a
+live timeline (who leads, which nodes hold the VIP, which node the client's ARP entry points at, each outage the
+client saw), then crashes the leader (SIGKILL + cable pulled), then stops the next leader gracefully (SIGTERM),
+and prints the measured outages. Everything is removed on exit or Ctrl-C; `--keep` leaves it running.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubevip_metal.lab.cluster import LabCluster
+
+
+class _Timeline:
+    def __init__(self, lab: LabCluster) -> None:
+        self.lab = lab
+        self.start = time.monotonic()
+        self.outages: list[dict[str, Any]] = []
+        self._last: tuple[str, tuple[str, ...], str] | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.dead: set[str] = set()  # crashed nodes: the address stays on their interface but reaches nobody
+        self.thread: threading.Thread | None = None
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            print(f"  {time.monotonic() - self.start:7.3f}s  {text}", flush=True)
+
+    def watch_state(self) -> None:
+        while not self._stop.wait(0.02):
+            holders = tuple(f"{n}(dead)" if n in self.dead else n for n in self.lab.holders())
+            state = (self.lab.lease_holder() or "-", holders, self.lab.node_of_mac(self.lab.client_mac()) or "-")
+            if state != self._last:
+                self._last = state
+                self.say(f"lease holder {state[0]:<3}  VIP on {','.join(state[1]) or '-':<15}  "
+                         f"client's ARP entry -> {state[2]}")
+
+    def watch_probe(self, probe: subprocess.Popen[str]) -> None:
+        assert probe.stdout is not None
+        for line in probe.stdout:
+            event = json.loads(line)
+            if event.get("event") == "outage" and event["seconds"] > 0.02:
+                self.outages.append(event)
+                self.say(f"client: no reply for {event['seconds'] * 1000:.0f} ms")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(2)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _outage_since(timeline: _Timeline, since: float) -> float | None:
+    found = [o["seconds"] for o in timeline.outages if o["end"] > since]
+    return max(found) if found else None
+
+
+def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1)) -> int:
+    print(f"kube-vip-metal lab: 3 nodes, router (API emulator at 198.51.100.1:6443), client; "
+          f"VIP 198.51.100.10; timers {'/'.join(f'{t:g}' for t in timers)} s", flush=True)
+    with LabCluster(timers=timers) as lab:
+        for node in lab.nodes:
+            lab.start(node)
+        timeline = _Timeline(lab)
+        timeline.thread = threading.Thread(target=timeline.watch_state, daemon=True)
+        timeline.thread.start()
+        probe = lab.probe()
+        threading.Thread(target=timeline.watch_probe, args=(probe,), daemon=True).start()
+
+        def settled() -> bool:
+            return len(lab.holders()) == 1 and lab.holders() == [lab.lease_holder()]
+
+        if not _wait(settled, 30):
+            print("no leader after 30 s; see the manager logs in", lab.workdir)
+            return 1
+        time.sleep(timers[0] + 1)  # followers have watched the Lease for a whole term
+        leader = lab.lease_holder()
+        timeline.say(f"CRASH {leader}: SIGKILL and cable pulled")
+        crashed_at = time.monotonic()
+        timeline.dead.add(leader)
+        lab.kill(leader)
+        lab.rig.link_down(leader)
+        _wait(lambda: lab.lease_holder() not in ("", leader) and lab.lease_holder() in lab.holders(), 30)
+        time.sleep(1.0)
+        crash_outage = _outage_since(timeline, crashed_at)
+
+        second = lab.lease_holder()
+        time.sleep(timers[0] + 1)
+        timeline.say(f"STOP {second}: SIGTERM (graceful hand-over)")
+        stopped_at = time.monotonic()
+        lab.terminate(second)
+        _wait(lambda: lab.lease_holder() not in ("", second) and lab.lease_holder() in lab.holders(), 30)
+        time.sleep(1.0)
+        graceful_outage = _outage_since(timeline, stopped_at)
+        timeline.stop()
+
+        print("\nmeasured by the client (ICMP echo every 5 ms):")
+        print(f"  crash of the leader     outage {_fmt(crash_outage)}  (lease {timers[0]:g} s)")
+        print(f"  graceful hand-over      outage {_fmt(graceful_outage)}")
+        if keep:
+            print("\nthe lab keeps running; try:")
+            for node in lab.nodes:
+                print(f"  ip netns exec {lab.rig.ns(node)} ip -br addr show eth0")
+            print(f"  ip netns exec {lab.rig.ns('client')} ping {lab.vip}")
+            print(f"  manager logs: {lab.workdir}/<node>.log")
+            print("Ctrl-C removes everything.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        probe.kill()
+        print("removing the lab ...", flush=True)
+    return 0
+
+
+def _fmt(seconds: float | None) -> str:
+    return "none seen" if seconds is None else f"{seconds * 1000:8.0f} ms"
