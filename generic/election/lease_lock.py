@@ -62,13 +62,17 @@ def _spec(record: LeaderRecord, previous: dict[str, Any]) -> dict[str, Any]:
 class LeaseLock:
     """Lease `namespace/name` through the official client (any configured `kubernetes.client.ApiClient`)."""
 
-    def __init__(self, api_client: Any, namespace: str, name: str, *, watch_client: Any | None = None) -> None:
-        from kubernetes import client
-
-        self._api = client.CoordinationV1Api(api_client)
-        self._watch_api = client.CoordinationV1Api(watch_client or api_client)
+    def __init__(self, api_client: Any, namespace: str, name: str) -> None:
+        """`api_client` is an ApiClient, or a callable returning the one to use now (kubeconfigs can change)."""
+        self._client_for: Callable[[], Any] = api_client if callable(api_client) else lambda: api_client
         self.namespace, self.name = namespace, name
         self._last: dict[str, Any] = {}
+
+    @property
+    def _api(self) -> Any:
+        from kubernetes import client
+
+        return client.CoordinationV1Api(self._client_for())
 
     def describe(self) -> str:
         return f"{self.namespace}/{self.name}"
@@ -132,7 +136,7 @@ class LeaseLock:
             stop.wait(seconds)
 
         retrying = tenacity.Retrying(
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=5.0),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=5.0),
             stop=lambda _state: stop.is_set(),
             sleep=pause,
             retry=tenacity.retry_if_exception_type(Exception),
@@ -152,7 +156,7 @@ class LeaseLock:
         watch_class: Any = watch.Watch  # untyped in the client
         watcher = watch_class()
         on_change()  # whatever happened while we were not watching
-        for _event in watcher.stream(self._watch_api.list_namespaced_lease, self.namespace,
+        for _event in watcher.stream(self._api.list_namespaced_lease, self.namespace,
                                      field_selector=f"metadata.name={self.name}", timeout_seconds=WATCH_SECONDS,
                                      _request_timeout=WATCH_SECONDS + 10):
             on_change()

@@ -36,7 +36,8 @@ Honoured:
   `control=False`); request counts per identity and verb.
 
 Not emulated:
-- authorization (RBAC), authentication beyond "this token is this identity", TLS, impersonation;
+- authorization (RBAC) beyond `forbid(identity)` (403 on everything, as before kubeadm binds admin.conf's group),
+  authentication beyond "this token is this identity", TLS, impersonation;
 - admission (no NamespaceLifecycle: objects may be created in a namespace that does not exist; no quotas, no
   webhooks); namespace deletion removes the namespace at once and leaves its objects;
 - defaulting and validation beyond the name and the shape of labels, annotations and finalizers (no clusterIP
@@ -230,6 +231,7 @@ class KubeApiEmulator:
         if bookmark_interval <= 0:
             raise ValueError(f"bookmark_interval must be positive, got {bookmark_interval}")
         self._tokens = dict(tokens) if tokens is not None else None
+        self._forbidden: set[str] = set()
         self._bookmark_interval = bookmark_interval
         self._control = control
         self._store = Store(history)
@@ -308,6 +310,14 @@ class KubeApiEmulator:
         return app
 
     # --- Python control (any thread) ---------------------------------------------------------------------------
+
+    def forbid(self, identity: str) -> None:
+        """Answer 403 Forbidden to every API request of `identity` (authenticated, no rights yet: kubeadm's
+        admin.conf before `kubeadm init` has bound its group), until `allow`."""
+        self._forbidden.add(identity)
+
+    def allow(self, identity: str) -> None:
+        self._forbidden.discard(identity)
 
     def set_fault(self, identity: str, *, latency: float = 0.0, outage: str | None = None, fail_next: int = 0,
                   fail_status: int = 500, retry_after: float | None = None) -> None:
@@ -419,6 +429,8 @@ class KubeApiEmulator:
             faulted = await self._injected(request, identity)
             if faulted is not None:
                 return faulted
+            if identity in self._forbidden and route is not None:
+                return _error_response(st.forbidden(identity, request.method, request.path))
         try:
             if request.path in _HEALTH_PATHS:
                 return web.Response(text="ok")

@@ -89,6 +89,11 @@ def expired(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 
 
+def forbidden(identity: str, method: str, path: str) -> ApiError:
+    """Worded as the real server's RBAC denial (without its resource breakdown)."""
+    return ApiError(403, "Forbidden", f'"{identity}" cannot {method.lower()} {path}: forbidden by the emulator')
+
+
 def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized")
 
