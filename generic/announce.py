@@ -34,7 +34,45 @@ class Announcer(Protocol):
         """Stop announcing and give the VIP up; True if anything had to change."""
         ...
 
+    def ensure(self, vip: Vip, wanted: bool) -> bool:
+        """Reconcile one VIP with the kernel; True if a repair was needed."""
+        ...
+
     def close(self) -> None: ...
+
+
+class LocalAddressAnnouncer:
+    """Only holds the address (e.g. on `lo`), announces nothing: for networks that route the VIP to us
+    themselves (an Equinix Metal Elastic IP, a BGP-announced prefix)."""
+
+    def __init__(self, addresses: Addresses | None = None) -> None:
+        self._addresses = addresses or Addresses()
+        self._lock = threading.Lock()
+        self._wanted: set[Vip] = set()
+
+    def announce(self, vip: Vip) -> bool:
+        with self._lock:
+            self._wanted.add(vip)
+            added = self._addresses.add(vip)
+        if added:
+            log.info("vip.added", vip=str(vip), mono=round(time.monotonic(), 6))
+        return added
+
+    def withdraw(self, vip: Vip) -> bool:
+        with self._lock:
+            self._wanted.discard(vip)
+            removed = self._addresses.remove(vip)
+        if removed:
+            log.info("vip.withdrawn", vip=str(vip), removed=True, mono=round(time.monotonic(), 6))
+        return removed
+
+    def ensure(self, vip: Vip, wanted: bool) -> bool:
+        return self.announce(vip) if wanted else self.withdraw(vip)
+
+    def close(self) -> None:
+        for vip in list(self._wanted):
+            self.withdraw(vip)
+        self._addresses.close()
 
 
 class ArpAnnouncer:

@@ -150,6 +150,7 @@ class MetalConfig:
     provider_config: Path | None
     device_id: str | None
     api_url: str
+    metadata_url: str
 
 
 @dataclass(frozen=True)
@@ -657,6 +658,7 @@ def _metal(r: _Reader, enabled: bool, command: Command, read_files: bool) -> Met
         provider_config=provider_config,
         device_id=r.get("metalDeviceID", parsers.parse_uuid),
         api_url=r.need("metalAPIURL", _parse_url),
+        metadata_url=r.need("metalMetadataURL", _parse_url),
     )
 
 

@@ -12,11 +12,12 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from generic.addresses import Addresses, Vip
-from generic.announce import ArpAnnouncer
+from generic.announce import Announcer
 from generic.logfmt import get_logger
-from kubevip_metal.config import Config, DnsMode
+from kubevip_metal.config import Config, DnsMode, Mode
 
 log = get_logger("kubevip_metal.controlplane")
 
@@ -34,7 +35,8 @@ def resolve_vips(config: Config, addresses: Addresses) -> list[Vip]:
         ips = _resolve(config.vip.dns_name, config.vip.dns_mode)
     vips = []
     for ip in ips:
-        interface = config.vip.interface or addresses.default_route_interface(ip.version)
+        default = "lo" if config.mode is Mode.METAL_EIP else addresses.default_route_interface(ip.version)
+        interface = config.vip.interface or default
         if interface is None:
             raise VipSetupError(f"no --interface given and no IPv{ip.version} default route to pick one from")
         prefix = config.vip.prefix_v4 if ip.version == 4 else config.vip.prefix_v6
@@ -65,8 +67,13 @@ def _resolve(name: str, mode: DnsMode) -> list[ipaddress.IPv4Address | ipaddress
 class ControlPlaneVip:
     """Holds the VIPs while leading; a reconciler thread repairs drift every `period` seconds."""
 
-    def __init__(self, vips: list[Vip], announcer: ArpAnnouncer, period: float = RECONCILE_SECONDS) -> None:
+    def __init__(self, vips: list[Vip], announcer: Announcer, period: float = RECONCILE_SECONDS,
+                 followers: list[Callable[[bool], None]] | None = None,
+                 stoppers: list[Callable[[], None]] | None = None) -> None:
+        """`followers` are told of every change of leadership (the Metal Elastic IP follows the leader);
+        `stoppers` run once at the end."""
         self.vips, self.announcer, self.period = vips, announcer, period
+        self.followers, self.stoppers = followers or [], stoppers or []
         self._leading = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -87,6 +94,8 @@ class ControlPlaneVip:
                     self.announcer.announce(vip)
                 else:
                     self.announcer.withdraw(vip)
+        for follower in self.followers:
+            follower(leading)
         log.info("controlplane.leading" if leading else "controlplane.following", vips=[str(v) for v in self.vips],
                  mono=round(time.monotonic(), 6))
 
@@ -111,5 +120,9 @@ class ControlPlaneVip:
         self._stop.set()
         with self._lock:
             self._leading = False
+            for follower in self.followers:
+                follower(False)
+            for stopper in self.stoppers:
+                stopper()
             for vip in self.vips:
                 self.announcer.withdraw(vip)

@@ -16,7 +16,7 @@ from types import FrameType
 
 from generic import logfmt
 from generic.addresses import AddressError, Addresses
-from generic.announce import ArpAnnouncer
+from generic.announce import ArpAnnouncer, LocalAddressAnnouncer
 from generic.election import Callbacks, Elector, Timers
 from kubevip_metal import __version__
 from kubevip_metal.config import Config, Mode, describe
@@ -55,12 +55,35 @@ def _control_plane_elector(config: Config, vip: ControlPlaneVip | None) -> Elect
 
 
 def _control_plane_vip(config: Config) -> ControlPlaneVip | None:
-    """ARP mode: the VIP on an interface, announced by gratuitous ARP / NDP. Other modes land later."""
-    if config.mode is not Mode.ARP:
-        return None
-    addresses = Addresses()
-    vips = resolve_vips(config, addresses)
-    return ControlPlaneVip(vips, ArpAnnouncer(config.vip.arp_rate_ms / 1000, addresses))
+    """ARP: the VIP on an interface, announced by gratuitous ARP / NDP. Metal Elastic IP: the VIP on `lo`
+    (or --interface) so the node accepts what Metal routes to it, and the EIP assigned to the leader's device.
+    BGP lands later."""
+    if config.mode is Mode.ARP:
+        addresses = Addresses()
+        return ControlPlaneVip(resolve_vips(config, addresses), ArpAnnouncer(config.vip.arp_rate_ms / 1000, addresses))
+    if config.mode is Mode.METAL_EIP:
+        from kubevip_metal.metal.setup import MetalSetupPending, elastic_ip
+
+        try:
+            eip = elastic_ip(config)
+        except MetalSetupPending as exc:
+            raise VipSetupError(f"Metal API: {exc}") from None
+        eip.start()
+        addresses = Addresses()
+        return ControlPlaneVip(resolve_vips(config, addresses), LocalAddressAnnouncer(addresses),
+                               followers=[eip.set_leading], stoppers=[eip.stop])
+    return None
+
+
+def _fatal_errors() -> tuple[type[Exception], ...]:
+    """Setup errors that waiting will not fix (loaded lazily: only Metal has them so far)."""
+    import sys
+
+    if "kubevip_metal.metal.setup" in sys.modules:
+        from kubevip_metal.metal.setup import MetalSetupFatal
+
+        return (MetalSetupFatal,)
+    return ()
 
 
 def run(config: Config, stop: threading.Event | None = None) -> int:
@@ -94,6 +117,9 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
                         cp_vip.start()
                 electors.append(_control_plane_elector(config, cp_vip))
                 electors[-1].start()
+            except _fatal_errors() as exc:
+                log.error("manager.failed", error=str(exc))
+                return 1
             except (KubeClientError, VipSetupError, AddressError) as exc:
                 # a static pod may start before kubeadm has written its kubeconfig, or before the interface
                 # is up: wait and retry, do not crash-loop

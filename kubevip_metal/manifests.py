@@ -194,6 +194,8 @@ def _metal_environment(b: _PodBuilder) -> None:
         b.set("vip_packetdeviceid", metal.device_id)
     if metal.api_url != "https://api.equinix.com/metal/v1":
         b.set("vip_packetapiurl", metal.api_url)
+    if metal.metadata_url != "https://metadata.platformequinix.com/metadata":
+        b.set("vip_packetmetadataurl", metal.metadata_url)
     if metal.api_key is not None:
         b.secret("PACKET_AUTH_TOKEN", "--metalKey", metal.api_key, "--metalKeyFile")
     if metal.api_key_file is not None:

@@ -136,6 +136,8 @@ OPTIONS: tuple[Option, ...] = (
           "vip_packetdeviceid", metavar="UUID"),
     _flag("metalAPIURL", Group.METAL, "Metal API base URL", "vip_packetapiurl",
           default="https://api.equinix.com/metal/v1", metavar="URL"),
+    _flag("metalMetadataURL", Group.METAL, "Metadata service URL (finds this device without the API)",
+          "vip_packetmetadataurl", default="https://metadata.platformequinix.com/metadata", metavar="URL"),
     # DNS and DDNS
     _flag("ddns", Group.DNS, "Get the VIP by DHCP and register --address (an FQDN) through dynamic DNS",
           "vip_ddns", **_B),

@@ -136,7 +136,7 @@ class LeaseLock:
             stop.wait(seconds)
 
         retrying = tenacity.Retrying(
-            wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=5.0),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
             stop=lambda _state: stop.is_set(),
             sleep=pause,
             retry=tenacity.retry_if_exception_type(Exception),

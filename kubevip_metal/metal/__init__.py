@@ -1,0 +1,1 @@
+"""Equinix Metal: the API client, finding this node's device, and the Elastic IP that follows the leader."""

@@ -1,0 +1,100 @@
+"""The control-plane Elastic IP: assigned to the leader's device, and to nothing else, kept so.
+
+Idempotent where kube-vip was not: when the EIP is already assigned here there is no write at all (kube-vip
+unassigned and reassigned it on every leadership gain, an outage each time). Otherwise it is assigned here
+first, then every other assignment is removed (kube-vip removed only `assignments[0]`). A failed move is
+retried with backoff until it works; while leading, the assignment is re-checked every `period` seconds and
+moved back if someone moved it away. A follower never writes. Leadership is never given up because the API
+is down: the EIP stays wanted and the state is logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable
+
+from generic.logfmt import get_logger
+from kubevip_metal.metal.client import Device, MetalClient
+from kubevip_metal.metal.retry import MetalApiError
+
+log = get_logger("kubevip_metal.metal.eip")
+
+PERIOD = 5.0
+MAX_BACKOFF = 30.0
+
+
+class ElasticIp:
+    def __init__(self, client: MetalClient, project_id: str, device: Device,
+                 address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, period: float = PERIOD,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client, self.project_id, self.device, self.address = client, project_id, device, address
+        self.period, self._clock = period, clock
+        self._leading = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.writes = 0
+        self.converged_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name="metal-eip", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(2)
+
+    def set_leading(self, leading: bool) -> None:
+        with self._lock:
+            self._leading = leading
+            self.converged_at = None
+        self._wake.set()
+
+    @property
+    def leading(self) -> bool:
+        with self._lock:
+            return self._leading
+
+    def ensure(self) -> bool:
+        """One pass while leading; True when the EIP is assigned here only. Raises MetalApiError."""
+        reservation = self.client.reservation(self.project_id, self.address)
+        mine = [a for a in reservation.assignments if a[1] == self.device.id]
+        others = [a for a in reservation.assignments if a[1] != self.device.id]
+        if mine and not others:
+            return True
+        if not mine:
+            if not self.leading:
+                return False  # lost leadership meanwhile: a follower never writes
+            self.client.assign(self.device.id, self.address, reservation.cidr)
+            self.writes += 1
+        for assignment_id, _device in others:
+            if not self.leading:
+                return False
+            self.client.unassign(assignment_id)
+            self.writes += 1
+        log.info("eip.moved", address=str(self.address), to=self.device.id,
+                 removed_from=[device for _, device in others], mono=round(self._clock(), 6))
+        return True
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            wait = self.period
+            if self.leading:
+                try:
+                    if self.ensure() and self.leading:
+                        with self._lock:
+                            if self.converged_at is None:
+                                self.converged_at = self._clock()
+                                log.info("eip.held", address=str(self.address), device=self.device.id,
+                                         writes=self.writes, mono=round(self.converged_at, 6))
+                    backoff = 1.0
+                except MetalApiError as exc:
+                    wait = backoff
+                    log.error("eip.move_failed", address=str(self.address), error=str(exc), retry_in=round(wait, 1))
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+            self._wake.wait(wait)
+            self._wake.clear()

@@ -1,0 +1,50 @@
+"""Put the Metal integration together at start: client, project, this device, and the EIP reservation.
+
+Errors that will not go away by waiting (no such project or reservation, a refused token, an ambiguous
+device) are `MetalSetupFatal`: the manager exits with one clear line. Anything transient (API down, 429,
+5xx) is `MetalSetupPending`: the manager keeps retrying and says so in the log.
+"""
+
+from __future__ import annotations
+
+from kubevip_metal.config import Config
+from kubevip_metal.metal import metadata
+from kubevip_metal.metal.client import MetalClient
+from kubevip_metal.metal.eip import ElasticIp
+from kubevip_metal.metal.identity import IdentityError, find_self
+from kubevip_metal.metal.retry import MetalApiError
+
+
+class MetalSetupFatal(Exception):
+    pass
+
+
+class MetalSetupPending(Exception):
+    pass
+
+
+def _classify(exc: MetalApiError) -> Exception:
+    if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+        return MetalSetupFatal(str(exc))
+    return MetalSetupPending(str(exc))
+
+
+def elastic_ip(config: Config, client: MetalClient | None = None) -> ElasticIp:
+    metal = config.metal
+    if metal.api_key is None:
+        raise MetalSetupFatal("no Metal API token")
+    if not config.vip.addresses:
+        raise MetalSetupFatal("the Elastic IP mode needs --address to be an IP address")
+    client = client or MetalClient(metal.api_key, metal.api_url)
+    assert config.node_name is not None
+    try:
+        project_id = metal.project_id or client.project_id_by_name(metal.project or "")
+        device = find_self(client, project_id, config.node_name, device_id=metal.device_id,
+                           metadata=lambda: metadata.fetch(metal.metadata_url, attempts=2))
+        address = config.vip.addresses[0]
+        client.reservation(project_id, address)  # an address that is not an EIP of the project is fatal
+    except MetalApiError as exc:
+        raise _classify(exc) from None
+    except IdentityError as exc:
+        raise MetalSetupFatal(str(exc)) from None
+    return ElasticIp(client, project_id, device, address)
