@@ -31,8 +31,8 @@ class _Parser(argparse.ArgumentParser):
 class _LabRequested(Exception):
     """`lab` takes none of the daemon's options; parsing hands it over from here."""
 
-    def __init__(self, keep: bool, timers: str) -> None:
-        self.keep, self.timers = keep, timers
+    def __init__(self, keep: bool, timers: str, metal: bool) -> None:
+        self.keep, self.timers, self.metal = keep, timers, metal
 
 
 def _run_lab(request: _LabRequested) -> int:
@@ -51,7 +51,7 @@ def _run_lab(request: _LabRequested) -> int:
         raise UsageError("lab: " + "; ".join(missing))
     from kubevip_metal.lab.run import run_lab
 
-    return run_lab(keep=request.keep, timers=(lease, renew, retry))
+    return run_lab(keep=request.keep, timers=(lease, renew, retry), metal=request.metal)
 
 
 class _StoreGiven(argparse.Action):
@@ -102,6 +102,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
                               "machine, run a real manager per node and a probing client, crash and stop leaders, "
                               "and print the outages the client saw.")
     lab.add_argument("--keep", action="store_true", help="leave the lab running afterwards (Ctrl-C removes it)")
+    lab.add_argument("--metal", action="store_true", help="the Elastic IP mode against the Metal API emulator")
     lab.add_argument("--timers", default="5,3,1", metavar="LEASE,RENEW,RETRY", help="election timers in seconds")
     commands.add_parser("version", help="print the version")
     return root, booleans
@@ -132,7 +133,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Command | None, dict[str, G
     if namespace.command == "version":
         return None, {}
     if namespace.command == "lab":
-        raise _LabRequested(namespace.keep, namespace.timers)
+        raise _LabRequested(namespace.keep, namespace.timers, namespace.metal)
     if namespace.command == "manifest" and namespace.kind is None:
         raise UsageError("manifest needs a kind: pod, daemonset or rbac")
     given = {name: value for name, value in vars(namespace).items() if isinstance(value, Given)}

@@ -24,6 +24,9 @@ from kubevip_metal.options import OPTIONS
 from kubevip_metal.rig import Rig
 
 API_PORT = 6443
+METAL_PORT = 8080
+METAL_EIP = "198.51.100.200"
+METAL_TOKEN = "lab-metal-token-not-secret"
 LEASE = ("coordination.k8s.io/v1/leases", "kube-system", "plndr-cp-lock")
 
 
@@ -35,15 +38,19 @@ def _clean_environment() -> dict[str, str]:
 class LabCluster:
     """Rig + emulator + managers. Use as a context manager; everything started is stopped on exit."""
 
-    def __init__(self, nodes: int = 3, vip: str = "198.51.100.10", timers: Sequence[float] = (5, 3, 1),
-                 extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, nodes: int = 3, vip: str | None = None, timers: Sequence[float] = (5, 3, 1),
+                 extra_args: Sequence[str] = (), metal: bool = False) -> None:
         self.rig = Rig(nodes=nodes)
-        self.vip = vip
+        self.metal = metal
+        self.vip = vip or (METAL_EIP if metal else "198.51.100.10")
         self.timers = tuple(timers)
         self.extra_args = list(extra_args)
         self.workdir = Path(tempfile.mkdtemp(prefix="kube-vip-lab-"))
         self.emulator = KubeApiEmulator({f"tok-{node}": node for node in self.rig.node_names})
         self.api: EmulatorThread | None = None
+        self.metal_api: Any = None  # MetalEmulatorThread in --metal mode
+        self.metal_project = ""
+        self.metal_devices: dict[str, str] = {}
         self.managers: dict[str, subprocess.Popen[Any]] = {}
         self._netns: dict[str, Any] = {}
         self._netns_lock = threading.Lock()  # netlink handles are not thread-safe; samplers run in threads
@@ -66,7 +73,31 @@ class LabCluster:
         self.api.start()
         for node in self.nodes:
             write_kubeconfig(self.kubeconfig(node), f"http://{self.rig.ipv4('router')}:{API_PORT}", f"tok-{node}")
+        if self.metal:
+            self._start_metal()
         return self
+
+    def _start_metal(self) -> None:
+        """The Metal API emulator in the router namespace: one project, a device per node, one Elastic IP."""
+        from kubevip_metal.emulators.metalapi import MetalApiEmulator, MetalEmulatorThread
+
+        emulator = MetalApiEmulator(METAL_TOKEN)
+        self.metal_project = emulator.add_project("kube-vip-metal-lab")
+        self.metal_devices = {node: emulator.add_device(self.metal_project, node) for node in self.nodes}
+        emulator.add_reservation(self.metal_project, f"{self.vip}/32", ("kube-vip-metal-lab",))
+        sock = self.rig.listen_socket("router", self.rig.ipv4("router"), METAL_PORT)
+        self.metal_api = MetalEmulatorThread(emulator, listen=(), sockets=[sock])
+        self.metal_api.start()
+        key = self.workdir / "metal-token"
+        key.write_text(METAL_TOKEN)
+        key.chmod(0o600)
+
+    def eip_holders(self) -> list[str]:
+        """Nodes whose device holds the Elastic IP in the Metal emulator."""
+        if self.metal_api is None:
+            return []
+        held = set(self.metal_api.emulator.assignments_of(self.vip))
+        return [node for node, device in self.metal_devices.items() if device in held]
 
     def down(self) -> None:
         for node in list(self.managers):
@@ -78,6 +109,9 @@ class LabCluster:
         if self.api is not None:
             self.api.stop()
             self.api = None
+        if self.metal_api is not None:
+            self.metal_api.stop()
+            self.metal_api = None
         self.rig.down()
 
     def kubeconfig(self, node: str) -> Path:
@@ -88,8 +122,14 @@ class LabCluster:
 
     def manager_argv(self, node: str) -> list[str]:
         lease, renew, retry = self.timers
-        return [sys.executable, "-m", "kubevip_metal", "manager", "--controlplane", "--arp", "--address", self.vip,
-                "--interface", "eth0", "--k8sConfigPath", str(self.kubeconfig(node)), "--nodeName", node,
+        router = self.rig.ipv4("router")
+        mode = ["--arp", "--interface", "eth0"]
+        if self.metal:  # the Elastic IP mode: VIP on lo, EIP moved through the API; metadata unreachable here
+            mode = ["--metal", "--metalKeyFile", str(self.workdir / "metal-token"), "--metalProjectID",
+                    self.metal_project, "--metalAPIURL", f"http://{router}:{METAL_PORT}/metal/v1",
+                    "--metalMetadataURL", f"http://{router}:9/metadata"]
+        return [sys.executable, "-m", "kubevip_metal", "manager", "--controlplane", *mode, "--address", self.vip,
+                "--k8sConfigPath", str(self.kubeconfig(node)), "--nodeName", node,
                 "--leaseDuration", f"{lease:g}", "--leaseRenewDuration", f"{renew:g}", "--leaseRetry", f"{retry:g}",
                 "--log-format", "json", "--prometheusHTTPServer", "", *self.extra_args]
 
@@ -126,7 +166,7 @@ class LabCluster:
         return out
 
     def holders(self, vip: str | None = None) -> list[str]:
-        """Nodes whose eth0 holds the VIP right now."""
+        """Nodes that hold the VIP on an interface right now (eth0, or lo in the Elastic IP mode)."""
         vip = vip or self.vip
         with self._netns_lock:
             return self._holders(vip)

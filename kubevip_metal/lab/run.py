@@ -36,11 +36,14 @@ class _Timeline:
     def watch_state(self) -> None:
         while not self._stop.wait(0.02):
             holders = tuple(f"{n}(dead)" if n in self.dead else n for n in self.lab.holders())
-            state = (self.lab.lease_holder() or "-", holders, self.lab.node_of_mac(self.lab.client_mac()) or "-")
+            if self.lab.metal:  # the client's ARP entry means nothing on a routed EIP; show Metal's view instead
+                view = "EIP assigned to " + (",".join(self.lab.eip_holders()) or "-")
+            else:
+                view = "client's ARP entry -> " + (self.lab.node_of_mac(self.lab.client_mac()) or "-")
+            state = (self.lab.lease_holder() or "-", holders, view)
             if state != self._last:
                 self._last = state
-                self.say(f"lease holder {state[0]:<3}  VIP on {','.join(state[1]) or '-':<15}  "
-                         f"client's ARP entry -> {state[2]}")
+                self.say(f"lease holder {state[0]:<3}  VIP on {','.join(state[1]) or '-':<15}  {state[2]}")
 
     def watch_probe(self, probe: subprocess.Popen[str]) -> None:
         assert probe.stdout is not None
@@ -70,20 +73,25 @@ def _outage_since(timeline: _Timeline, since: float) -> float | None:
     return max(found) if found else None
 
 
-def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1)) -> int:
-    print(f"kube-vip-metal lab: 3 nodes, router (API emulator at 198.51.100.1:6443), client; "
-          f"VIP 198.51.100.10; timers {'/'.join(f'{t:g}' for t in timers)} s", flush=True)
-    with LabCluster(timers=timers) as lab:
+def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1), metal: bool = False) -> int:
+    with LabCluster(timers=timers, metal=metal) as lab:
+        print(f"kube-vip-metal lab: 3 nodes, router (Kubernetes API emulator at 198.51.100.1:6443"
+              f"{', Metal API emulator at :8080' if metal else ''}), client; "
+              f"{'Elastic IP' if metal else 'VIP'} {lab.vip}; timers {'/'.join(f'{t:g}' for t in timers)} s",
+              flush=True)
         for node in lab.nodes:
             lab.start(node)
         timeline = _Timeline(lab)
         timeline.thread = threading.Thread(target=timeline.watch_state, daemon=True)
         timeline.thread.start()
-        probe = lab.probe()
-        threading.Thread(target=timeline.watch_probe, args=(probe,), daemon=True).start()
+        probe = lab.probe()  # in the Elastic IP mode nothing routes the EIP to the client: it just sees no reply
+        if not metal:
+            threading.Thread(target=timeline.watch_probe, args=(probe,), daemon=True).start()
 
         def settled() -> bool:
-            return len(lab.holders()) == 1 and lab.holders() == [lab.lease_holder()]
+            live = [n for n in lab.holders() if n not in timeline.dead]
+            ok = len(live) == 1 and live == [lab.lease_holder()]
+            return ok and (not metal or lab.eip_holders() == live)
 
         if not _wait(settled, 30):
             print("no leader after 30 s; see the manager logs in", lab.workdir)
@@ -95,7 +103,8 @@ def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1)) 
         timeline.dead.add(leader)
         lab.kill(leader)
         lab.rig.link_down(leader)
-        _wait(lambda: lab.lease_holder() not in ("", leader) and lab.lease_holder() in lab.holders(), 30)
+        _wait(lambda: lab.lease_holder() not in ("", leader) and settled(), 60)
+        crash_converged = time.monotonic() - crashed_at
         time.sleep(1.0)
         crash_outage = _outage_since(timeline, crashed_at)
 
@@ -104,14 +113,21 @@ def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1)) 
         timeline.say(f"STOP {second}: SIGTERM (graceful hand-over)")
         stopped_at = time.monotonic()
         lab.terminate(second)
-        _wait(lambda: lab.lease_holder() not in ("", second) and lab.lease_holder() in lab.holders(), 30)
+        timeline.dead.add(second)
+        _wait(lambda: lab.lease_holder() not in ("", second) and settled(), 60)
+        graceful_converged = time.monotonic() - stopped_at
         time.sleep(1.0)
         graceful_outage = _outage_since(timeline, stopped_at)
         timeline.stop()
 
-        print("\nmeasured by the client (ICMP echo every 5 ms):")
-        print(f"  crash of the leader     outage {_fmt(crash_outage)}  (lease {timers[0]:g} s)")
-        print(f"  graceful hand-over      outage {_fmt(graceful_outage)}")
+        if metal:
+            print("\nmeasured in the Metal API emulator (time until the new leader's device holds the EIP):")
+            print(f"  crash of the leader     {crash_converged * 1000:8.0f} ms  (lease {timers[0]:g} s)")
+            print(f"  graceful hand-over      {graceful_converged * 1000:8.0f} ms")
+        else:
+            print("\nmeasured by the client (ICMP echo every 5 ms):")
+            print(f"  crash of the leader     outage {_fmt(crash_outage)}  (lease {timers[0]:g} s)")
+            print(f"  graceful hand-over      outage {_fmt(graceful_outage)}")
         if keep:
             print("\nthe lab keeps running; try:")
             for node in lab.nodes:

@@ -2,7 +2,8 @@
 
 Idempotent where kube-vip was not: when the EIP is already assigned here there is no write at all (kube-vip
 unassigned and reassigned it on every leadership gain, an outage each time). Otherwise it is assigned here
-first, then every other assignment is removed (kube-vip removed only `assignments[0]`). A failed move is
+first, then every other assignment is removed (kube-vip removed only `assignments[0]`); where the API refuses a
+second assignment of the address (422, as Metal does for a /32), the others are removed first. A failed move is
 retried with backoff until it works; while leading, the assignment is re-checked every `period` seconds and
 moved back if someone moved it away. A follower never writes. Leadership is never given up because the API
 is down: the EIP stays wanted and the state is logged.
@@ -68,15 +69,29 @@ class ElasticIp:
         if not mine:
             if not self.leading:
                 return False  # lost leadership meanwhile: a follower never writes
-            self.client.assign(self.device.id, self.address, reservation.cidr)
-            self.writes += 1
-        for assignment_id, _device in others:
+            try:
+                self.client.assign(self.device.id, self.address, reservation.cidr)
+                self.writes += 1
+            except MetalApiError as exc:
+                if exc.status != 422 or not others:
+                    raise
+                # Metal refuses a second assignment of a /32 ("already assigned"): make room, then take it
+                self._unassign(others)
+                others = []
+                self.client.assign(self.device.id, self.address, reservation.cidr)
+                self.writes += 1
+        if not self._unassign(others):
+            return False
+        log.info("eip.moved", address=str(self.address), to=self.device.id,
+                 removed_from=[device for _, device in others], mono=round(self._clock(), 6))
+        return True
+
+    def _unassign(self, assignments: list[tuple[str, str]]) -> bool:
+        for assignment_id, _device in assignments:
             if not self.leading:
                 return False
             self.client.unassign(assignment_id)
             self.writes += 1
-        log.info("eip.moved", address=str(self.address), to=self.device.id,
-                 removed_from=[device for _, device in others], mono=round(self._clock(), 6))
         return True
 
     def _run(self) -> None:

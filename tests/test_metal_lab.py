@@ -1,0 +1,43 @@
+"""The Elastic IP mode with real managers in the rig: the EIP and the VIP follow the leader through a crash and
+a graceful hand-over, and the token never appears in any output."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kubevip_metal.lab.cluster import METAL_TOKEN, LabCluster
+from tests.rig_support import require_rig
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_elastic_ip_follows_the_leader() -> None:
+    require_rig()
+    with LabCluster(timers=(2, 1.5, 0.4), metal=True) as lab:
+        for node in lab.nodes:
+            lab.start(node)
+        wait_for(lambda: bool(lab.lease_holder()) and lab.eip_holders() == [lab.lease_holder()]
+                 and lab.holders() == [lab.lease_holder()])
+        first = lab.lease_holder()
+        lab.kill(first)  # crash: nothing is unassigned by the dead node
+        lab.rig.link_down(first)
+        wait_for(lambda: lab.lease_holder() not in ("", first) and lab.eip_holders() == [lab.lease_holder()])
+        second = lab.lease_holder()
+        assert lab.metal_api.emulator.assignments_of(lab.vip) == [lab.metal_devices[second]]
+        assert lab.terminate(second) == 0  # graceful: its VIP leaves lo, the next leader moves the EIP
+        wait_for(lambda: lab.lease_holder() not in ("", first, second)
+                 and lab.eip_holders() == [lab.lease_holder()])
+        third = lab.lease_holder()
+        wait_for(lambda: [n for n in lab.holders() if n != first] == [third])
+        lab.metal_api.emulator.assert_no_violations()
+        for node in lab.nodes:
+            text = lab.log_path(node).read_text()
+            assert METAL_TOKEN not in text
+            assert "Traceback" not in text
