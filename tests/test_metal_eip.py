@@ -13,7 +13,7 @@ from generic.secret import Secret
 from kubevip_metal.metal.client import Device, MetalClient
 from kubevip_metal.metal.eip import ElasticIp
 from kubevip_metal.metal.retry import MetalApiError
-from tests.metal_support import MetalWorld, metal_fixture  # noqa: F401
+from tests.metal_support import MetalWorld
 
 EIP = ipaddress.IPv4Address("198.51.100.200")
 

@@ -81,7 +81,7 @@ class LabCluster:
         """The Metal API emulator in the router namespace: one project, a device per node, one Elastic IP."""
         from kubevip_metal.emulators.metalapi import MetalApiEmulator, MetalEmulatorThread
 
-        emulator = MetalApiEmulator(METAL_TOKEN)
+        emulator = MetalApiEmulator(METAL_TOKEN, validate=None)  # validated when openapi-core is installed
         self.metal_project = emulator.add_project("kube-vip-metal-lab")
         self.metal_devices = {node: emulator.add_device(self.metal_project, node) for node in self.nodes}
         emulator.add_reservation(self.metal_project, f"{self.vip}/32", ("kube-vip-metal-lab",))

@@ -44,7 +44,8 @@ class VrrpConfig:
 
     @property
     def master_down(self) -> float:
-        """RFC 5798's Master_Down_Interval at the lowest priority: the longest a backup waits."""
+        """An upper bound of RFC 5798's Master_Down_Interval (3 x advert + skew, and skew < advert): the longest
+        a backup waits for a silent master."""
         return 3 * self.advert_int + self.advert_int
 
 
