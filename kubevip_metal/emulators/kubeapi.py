@@ -64,11 +64,9 @@ import logging
 import os
 import signal
 import socket
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
@@ -82,6 +80,7 @@ from kubevip_metal.emulators.kubeapi_resources import ResourceDef
 from kubevip_metal.emulators.kubeapi_selectors import FieldSelector, LabelSelector, SelectorError
 from kubevip_metal.emulators.kubeapi_status import ApiError
 from kubevip_metal.emulators.kubeapi_store import PATCH_TYPES, Store, Watcher
+from kubevip_metal.emulators.server_thread import ServerThread
 
 __all__ = ["EmulatorThread", "Fault", "KubeApiEmulator", "Outage", "main", "write_kubeconfig"]
 
@@ -648,65 +647,20 @@ class KubeApiEmulator:
             pending.append(seen)
 
 
-class EmulatorThread:
-    """Run an emulator on its own event loop in a daemon thread, for synchronous callers (pytest, benchmarks)."""
+class EmulatorThread(ServerThread[KubeApiEmulator]):
+    """Run an emulator on its own event loop in a daemon thread, for synchronous callers (pytest, the lab)."""
+
+    name = "kubeapi-emulator"
 
     def __init__(self, emulator: KubeApiEmulator, listen: Sequence[tuple[str, int]] | None = None,
                  sockets: Sequence[socket.socket] = ()) -> None:
-        self.emulator = emulator
-        self.urls: list[str] = []
-        self._listen = listen
-        self._sockets = sockets
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, timeout: float = 30.0) -> list[str]:
-        if self._thread is not None:
-            raise RuntimeError("the emulator thread is already running")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._run, args=(loop,), name="kubeapi-emulator", daemon=True)
-        self._loop, self._thread = loop, thread
-        thread.start()
-        try:
-            self.urls = asyncio.run_coroutine_threadsafe(self.emulator.start(self._listen, self._sockets),
-                                                         loop).result(timeout)
-        except BaseException:
-            self._halt(timeout)
-            raise
-        return list(self.urls)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        loop = self._loop
-        if loop is None or self._thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.emulator.stop(), loop).result(timeout)
-        finally:
-            self._halt(timeout)
-
-    def _halt(self, timeout: float) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+        # neither listen nor sockets: loopback, any free port
+        default: Sequence[tuple[str, int]] = () if sockets else (("127.0.0.1", 0),)
+        super().__init__(emulator, listen if listen is not None else default, sockets)
 
     def __enter__(self) -> EmulatorThread:
         self.start()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def write_kubeconfig(path: Path, server: str, token: str, namespace: str = "default") -> Path:

@@ -61,7 +61,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -77,6 +76,7 @@ from kubevip_metal.emulators.metalapi_faults import (
     RequestRecord,
 )
 from kubevip_metal.emulators.metalapi_state import BASE, MetalError, MetalState, NotEmulated, typical_bgp_neighbor
+from kubevip_metal.emulators.server_thread import ServerThread
 
 __all__ = ["BASE", "FaultError", "MetalApiEmulator", "MetalEmulatorThread", "MetalFault", "main",
            "typical_bgp_neighbor"]
@@ -491,17 +491,14 @@ def _unvalidated(request: web.Request, body: bytes, op: Operation | None) -> Req
     return check
 
 
-class MetalEmulatorThread:
+class MetalEmulatorThread(ServerThread[MetalApiEmulator]):
     """Run an emulator on its own event loop in a daemon thread, for synchronous callers (pytest, the lab)."""
+
+    name = "metalapi-emulator"
 
     def __init__(self, emulator: MetalApiEmulator, listen: Sequence[tuple[str, int]] = (("127.0.0.1", 0),),
                  sockets: Sequence[socket.socket] = ()) -> None:
-        self.emulator = emulator
-        self.urls: list[str] = []
-        self._listen = listen
-        self._sockets = sockets
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(emulator, listen, sockets)
 
     @property
     def api_url(self) -> str:
@@ -510,53 +507,9 @@ class MetalEmulatorThread:
             raise RuntimeError("the emulator thread is not running")
         return self.urls[0] + BASE
 
-    def start(self, timeout: float = 30.0) -> list[str]:
-        if self._thread is not None:
-            raise RuntimeError("the emulator thread is already running")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._run, args=(loop,), name="metalapi-emulator", daemon=True)
-        self._loop, self._thread = loop, thread
-        thread.start()
-        try:
-            self.urls = asyncio.run_coroutine_threadsafe(self.emulator.start(self._listen, self._sockets),
-                                                         loop).result(timeout)
-        except BaseException:
-            self._halt(timeout)
-            raise
-        return list(self.urls)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        loop = self._loop
-        if loop is None or self._thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.emulator.stop(), loop).result(timeout)
-        finally:
-            self._halt(timeout)
-
-    def _halt(self, timeout: float) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
     def __enter__(self) -> MetalEmulatorThread:
         self.start()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def _listen_address(text: str) -> tuple[str, int]:
