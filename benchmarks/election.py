@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
-from tests.election_support import Candidate, leaders, ours, overlaps, wait_until
+from tests.election_support import Candidate, leaders, ours, overlaps
+from tests.waiting import wait_for
 
 NODES = ["n1", "n2", "n3"]
 
@@ -45,7 +46,7 @@ class Bench:
     def cluster(self, lease: str, timers: str) -> dict[str, Candidate]:
         pool = {n: ours(n, self.configs[n], lease, timers).start() for n in NODES}
         self.all.extend(pool.values())
-        wait_until(lambda: len(leaders(list(pool.values()))) == 1, timeout=30)
+        wait_for(lambda: len(leaders(list(pool.values()))) == 1, timeout=30)
         return pool
 
     def replace(self, pool: dict[str, Candidate], old: Candidate, lease: str, timers: str) -> None:
@@ -63,7 +64,7 @@ class Bench:
             leader = pool[leaders(list(pool.values()))[0]]
             sent = time.monotonic()
             leader.terminate()
-            wait_until(lambda: len(leaders(list(pool.values()))) == 1, timeout=10)
+            wait_for(lambda: len(leaders(list(pool.values()))) == 1, timeout=10)
             successor = pool[leaders(list(pool.values()))[0]]
             started = _last(successor, "started_leading")
             from_stop.append(started - _last(leader, "stopped_leading"))
@@ -83,7 +84,7 @@ class Bench:
             leader = pool[leaders(list(pool.values()))[0]]
             leader.kill()
             killed = leader.deaths[-1]
-            wait_until(lambda leader=leader: any(c.is_leading() for c in pool.values() if c is not leader),
+            wait_for(lambda leader=leader: any(c.is_leading() for c in pool.values() if c is not leader),
                        timeout=30)
             successor = next(c for c in pool.values() if c.is_leading())
             outages.append(_last(successor, "started_leading") - killed)

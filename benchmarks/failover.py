@@ -730,7 +730,7 @@ def main() -> int:
         signal.signal(sig, _exit_on_signal)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="kvm-failover-"))
-    lab = LabCluster(timers=DEFAULT, vip=VIP)
+    lab = LabCluster(timers=DEFAULT, vip=VIP, keep_workdir=True)  # removed below unless --keep-logs
     namespaces = lab.rig.namespaces
     steady: dict[str, Any] = {}
     steady_fast: dict[str, Any] | None = None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from generic.addresses import Addresses, Vip
-from generic.garp import send_garp, send_unsolicited_na
+from generic.garp import GarpSender, send_unsolicited_na
 from generic.logfmt import get_logger
 
 log = get_logger("generic.announce")
@@ -89,6 +89,7 @@ class ArpAnnouncer:
         self._tie = itertools.count()
         self._generation: dict[Vip, int] = {}  # a withdrawn or re-announced VIP invalidates older entries
         self._link_was_up: dict[str, bool] = {}
+        self._garp = GarpSender()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="arp-announcer", daemon=True)
         self._thread.start()
@@ -147,6 +148,7 @@ class ArpAnnouncer:
             self._closed = True
             self._wake.notify_all()
         self._thread.join(2)
+        self._garp.close()
         self._addresses.close()
 
     # -- schedule -----------------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ class ArpAnnouncer:
         try:
             mac = self._addresses.mac(vip.interface)
             if vip.address.version == 4:
-                send_garp(vip.interface, mac, vip.address)
+                self._garp.send(vip.interface, mac, vip.address)
             else:
                 send_unsolicited_na(vip.interface, self._addresses.index(vip.interface), mac, vip.address)
         except Exception as exc:  # a down interface: the reconciler re-announces when it is back

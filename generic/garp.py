@@ -4,8 +4,11 @@ Each announcement of an IPv4 VIP sends both forms, per VIP (no process-wide togg
 request with sender = target = VIP, and an ARP reply whose target MAC is our own. Linux (and most switches)
 treat exactly these two as gratuitous and update a neighbour entry at once, even within the 1 s locktime;
 a reply to the broadcast MAC would be ignored there. IPv6 sends an unsolicited NA with the Override flag to
-all-nodes. Sockets are opened per send: announcements are rare, and a socket bound to an interface that
-flapped would silently send nothing.
+all-nodes.
+
+The ARP socket is opened once, with protocol 0 and never bound: `sendto((ifname, 0))` names the interface per
+frame (so a re-created interface is found again), and the kernel neither waits for an RCU grace period on bind
+or close (10-24 ms each with ETH_P_ARP) nor queues received frames for a socket that never reads.
 """
 
 from __future__ import annotations
@@ -33,11 +36,22 @@ def neighbour_advertisement(mac: bytes, vip: ipaddress.IPv6Address) -> bytes:
     return struct.pack("!BBHI16s", 136, 0, 0, 0x20000000, vip.packed) + struct.pack("!BB6s", 2, 1, mac)
 
 
-def send_garp(interface: str, mac: bytes, vip: ipaddress.IPv4Address) -> None:
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
-        sock.bind((interface, 0))
+class GarpSender:
+    """One long-lived send-only packet socket for all gratuitous ARP."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+
+    def send(self, interface: str, mac: bytes, vip: ipaddress.IPv4Address) -> None:
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         for frame in arp_frames(mac, vip):
-            sock.send(frame)
+            self._sock.sendto(frame, (interface, 0))
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def send_unsolicited_na(interface: str, index: int, mac: bytes, vip: ipaddress.IPv6Address) -> None:

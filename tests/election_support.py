@@ -106,10 +106,3 @@ def official(name: str, kubeconfig: Path, lease: str, timers: Sequence[int]) -> 
                             lease, *map(str, timers)])
 
 
-def wait_until(predicate: Any, timeout: float = 20.0, step: float = 0.01) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
-    return time.monotonic() - start

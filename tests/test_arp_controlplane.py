@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from kubevip_metal.lab.cluster import LabCluster
 from tests.rig_support import require_rig
+from tests.waiting import wait_for
 
 TIMERS = (2.0, 1.5, 0.4)
 RECONCILE = 1.0
@@ -44,13 +45,6 @@ class Sampler:
         return [sample for sample in self.samples if len(sample[1]) > 1]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 def settled(lab: LabCluster) -> str:

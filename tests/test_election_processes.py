@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
-from tests.election_support import Candidate, leaders, official, ours, overlaps, wait_until
+from tests.election_support import Candidate, leaders, official, ours, overlaps
+from tests.waiting import wait_for
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 LEASE_GVR = "coordination.k8s.io/v1/leases"
@@ -46,7 +47,7 @@ def test_random_kills_never_two_leaders(api: tuple[EmulatorThread, dict[str, Pat
     candidates.extend(pool.values())
     for candidate in pool.values():
         candidate.start()
-    wait_until(lambda: len(leaders(candidates)) == 1)
+    wait_for(lambda: len(leaders(candidates)) == 1)
     rng = random.Random(11)
     end = time.monotonic() + 60
     samples = 0
@@ -77,13 +78,13 @@ def test_cut_off_leader_steps_down_before_the_lease_expires(api: tuple[EmulatorT
     timers = (2.0, 1.5, 0.4)
     pool = [ours(n, configs[n], "cut-lease", ",".join(map(str, timers))).start() for n in NODES[:3]]
     candidates.extend(pool)
-    wait_until(lambda: len(leaders(pool)) == 1)
+    wait_for(lambda: len(leaders(pool)) == 1)
     first = next(c for c in pool if c.name == leaders(pool)[0])
     for outage in ("hang", "refuse"):
         current = next(c for c in pool if c.name == leaders(pool)[0])
         cut = time.monotonic()
         thread.emulator.set_fault(current.name, outage=outage)
-        wait_until(lambda current=current: bool(leaders(pool)) and leaders(pool)[0] != current.name)
+        wait_for(lambda name=current.name: bool(leaders(pool)) and leaders(pool)[0] != name)  # type: ignore[misc]
         stop = [e["mono"] for e in current.snapshot() if e["event"] == "stopped_leading"][-1]
         successor = next(c for c in pool if c.name == leaders(pool)[0])
         start = [e["mono"] for e in successor.snapshot() if e["event"] == "started_leading"][-1]
@@ -103,12 +104,12 @@ def test_sigterm_releases_and_hands_over_at_once(api: tuple[EmulatorThread, dict
     thread, configs = api
     pool = [ours(n, configs[n], "term-lease", "5,3,1").start() for n in NODES[:3]]
     candidates.extend(pool)
-    wait_until(lambda: len(leaders(pool)) == 1)
+    wait_for(lambda: len(leaders(pool)) == 1)
     time.sleep(1.5)  # followers settled and watching
     leader = next(c for c in pool if c.is_leading())
     sent = time.monotonic()
     assert leader.terminate() == 0
-    wait_until(lambda: len(leaders(pool)) == 1, timeout=5)
+    wait_for(lambda: len(leaders(pool)) == 1, timeout=5)
     successor = next(c for c in pool if c.is_leading())
     start = [e["mono"] for e in successor.snapshot() if e["event"] == "started_leading"][-1]
     stop = [e["mono"] for e in leader.snapshot() if e["event"] == "stopped_leading"][-1]
@@ -125,7 +126,7 @@ def test_simultaneous_candidates_resolve_to_one(api: tuple[EmulatorThread, dict[
     candidates.extend(pool)
     for candidate in pool:
         candidate.start()
-    wait_until(lambda: len(leaders(pool)) == 1)
+    wait_for(lambda: len(leaders(pool)) == 1)
     time.sleep(2)
     assert len(leaders(pool)) == 1
     assert holder(thread, "race-lease") == leaders(pool)[0]
@@ -144,7 +145,7 @@ def test_interop_with_the_official_elector(api: tuple[EmulatorThread, dict[str, 
     }
     pool = {name: make().start() for name, make in makers.items()}
     candidates.extend(pool.values())
-    wait_until(lambda: len(leaders(list(pool.values()))) == 1, timeout=30)
+    wait_for(lambda: len(leaders(list(pool.values()))) == 1, timeout=30)
     rng = random.Random(5)
     end = time.monotonic() + 45
     while time.monotonic() < end:

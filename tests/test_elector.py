@@ -10,6 +10,7 @@ import pytest
 
 from generic.election import Callbacks, Elector, Timers
 from tests.memory_lock import MemoryStore
+from tests.waiting import wait_for
 
 FAST = Timers(lease_duration=1.0, renew_deadline=0.6, retry_period=0.1)
 
@@ -49,13 +50,6 @@ class Recorder:
                 if a[0] != b[0] and a[1] < b[2] and b[1] < a[2]]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
-    return time.monotonic() - start
 
 
 @pytest.fixture

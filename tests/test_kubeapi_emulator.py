@@ -31,6 +31,7 @@ from kubernetes.client import ApiClient, ApiException
 
 from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
 from kubevip_metal.emulators.kubeapi_patch import PatchError, json_patch
+from tests.waiting import wait_for
 
 # `kubernetes.config` and `kubernetes.watch` are untyped; the API classes and models are typed.
 kubeconfig: Any = config
@@ -595,12 +596,6 @@ def test_request_counts_per_identity_and_verb(cluster: Cluster) -> None:
 # --- faults ------------------------------------------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    """For server-side state no client call can await: poll it briefly."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -680,7 +675,7 @@ def test_hang_leaves_requests_unanswered_until_the_client_gives_up(cluster: Clus
         answers.put(n1.create_namespaced_lease("default", lease("late"), _request_timeout=30))
 
     threading.Thread(target=create_late, daemon=True).start()
-    wait_until(lambda: cluster.emulator.request_counts()["n1"] == arrived)
+    wait_for(lambda: cluster.emulator.request_counts()["n1"] == arrived)
     assert answers.empty() and cluster.emulator.get_object(LEASES, "default", "late") is None
     cluster.emulator.clear_fault("n1")
     answer: Any = answers.get(timeout=10)

@@ -17,7 +17,7 @@ def test_lab_shows_a_crash_and_a_graceful_hand_over() -> None:
     assert result.returncode == 0, result.stderr
     assert "CRASH" in result.stdout and "SIGTERM" in result.stdout
     crash = re.search(r"crash of the leader\s+outage\s+(\d+) ms", result.stdout)
-    graceful = re.search(r"graceful hand-over\s+outage\s+(\d+) ms", result.stdout)
+    graceful = re.search(r"graceful hand-over\s+outage\s+<?\s*(\d+) ms", result.stdout)
     assert crash and graceful, result.stdout
     assert int(crash.group(1)) < 3000  # seen by the client, bounded by the 1 s lease plus detection
     assert set(names()) <= before  # every namespace it made is gone

@@ -14,17 +14,11 @@ from kubevip_metal.metal.client import Device, MetalClient
 from kubevip_metal.metal.eip import ElasticIp
 from kubevip_metal.metal.retry import MetalApiError
 from tests.metal_support import MetalWorld
+from tests.waiting import wait_for
 
 EIP = ipaddress.IPv4Address("198.51.100.200")
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 def writes(metal: MetalWorld) -> int:

@@ -3,19 +3,9 @@ a graceful hand-over, and the token never appears in any output."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from kubevip_metal.lab.cluster import METAL_TOKEN, LabCluster
 from tests.rig_support import require_rig
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+from tests.waiting import wait_for
 
 
 def test_elastic_ip_follows_the_leader() -> None:

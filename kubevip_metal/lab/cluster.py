@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,8 +40,9 @@ class LabCluster:
     """Rig + emulator + managers. Use as a context manager; everything started is stopped on exit."""
 
     def __init__(self, nodes: int = 3, vip: str | None = None, timers: Sequence[float] = (5, 3, 1),
-                 extra_args: Sequence[str] = (), metal: bool = False) -> None:
+                 extra_args: Sequence[str] = (), metal: bool = False, keep_workdir: bool = False) -> None:
         self.rig = Rig(nodes=nodes)
+        self.keep_workdir = keep_workdir  # the managers' logs and kubeconfigs, for a post-mortem
         self.metal = metal
         self.vip = vip or (METAL_EIP if metal else "198.51.100.10")
         self.timers = tuple(timers)
@@ -113,6 +115,8 @@ class LabCluster:
             self.metal_api.stop()
             self.metal_api = None
         self.rig.down()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kubeconfig(self, node: str) -> Path:
         return self.workdir / f"{node}.kubeconfig"
