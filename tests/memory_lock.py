@@ -71,12 +71,13 @@ class MemoryLock:
         self.store.cond.notify_all()
         return str(self.store.version)
 
-    def watch(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+    def watch(self, on_change: Callable[[tuple[LeaderRecord, str] | None], None], stop: threading.Event) -> None:
         seen = [-1]
         while not stop.is_set():
             with self.store.cond:
                 self.store.cond.wait_for(lambda: self.store.version != seen[0] or stop.is_set(), timeout=0.2)
                 changed = self.store.version != seen[0]
                 seen[0] = self.store.version
+                found = (self.store.record, str(self.store.version)) if self.store.record is not None else None
             if changed and self.fault is None:
-                on_change()
+                on_change(found)

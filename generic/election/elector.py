@@ -106,6 +106,7 @@ class Elector:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._callback_queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._watch_current = False  # the lock's change feed is connected: no need to poll it
         self._threads: list[threading.Thread] = []
 
     # -- public -------------------------------------------------------------------------------------------
@@ -165,6 +166,13 @@ class Elector:
     def _try_acquire(self) -> float:
         """One attempt as a candidate; returns how long to wait before the next one (a watch event wakes earlier)."""
         retry = self.timers.retry_period
+        with self._cond:
+            record, fed, observed_at = self._state.record, self._watch_current, self._state.observed_at
+        if fed and record is not None and record.holder and record.holder != self.identity:
+            # a live holder, and the watch tells us of any change: no request until its lease could expire
+            remaining = observed_at + max(record.lease_duration_s, self.timers.lease_duration) - self._clock()
+            if remaining > 0:
+                return min(retry, remaining)
         sent = self._clock()
         try:
             found = self.lock.get(self._request_timeout())
@@ -299,9 +307,14 @@ class Elector:
                     self._cond.acquire()
 
     def _watch(self) -> None:
-        def changed() -> None:
-            if not self.is_leader:
-                self._wake.set()
+        def changed(found: tuple[LeaderRecord, str] | None) -> None:
+            with self._cond:
+                self._watch_current = found is not None
+                leading = self._state.leading
+            if found is not None:
+                self._observe(*found)  # observed when it changed: the expiry clock is exact, no polling needed
+            if not leading and (found is None or not found[0].holder):
+                self._wake.set()  # released (or unknown): try now rather than after a retry period
 
         try:
             self.lock.watch(changed, self._stop)

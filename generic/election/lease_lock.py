@@ -130,7 +130,7 @@ class LeaseLock:
         self._last = lease
         return str(lease["metadata"]["resourceVersion"])
 
-    def watch(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+    def watch(self, on_change: Callable[[tuple[LeaderRecord, str] | None], None], stop: threading.Event) -> None:
         """Stream changes of this one Lease; reconnect with jittered exponential backoff on errors."""
         def pause(seconds: float) -> None:
             stop.wait(seconds)
@@ -149,17 +149,23 @@ class LeaseLock:
                 retrying(self._stream, on_change, stop)
             except tenacity.RetryError:
                 return
+            finally:
+                on_change(None)  # between two streams, changes may be missed
 
-    def _stream(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+    def _stream(self, on_change: Callable[[tuple[LeaderRecord, str] | None], None], stop: threading.Event) -> None:
+        """One watch; it starts with the current object (ADDED), then every change, until its timeout."""
         from kubernetes import watch
 
         watch_class: Any = watch.Watch  # untyped in the client
         watcher = watch_class()
-        on_change()  # whatever happened while we were not watching
-        for _event in watcher.stream(self._api.list_namespaced_lease, self.namespace,
-                                     field_selector=f"metadata.name={self.name}", timeout_seconds=WATCH_SECONDS,
-                                     _request_timeout=WATCH_SECONDS + 10):
-            on_change()
+        for event in watcher.stream(self._api.list_namespaced_lease, self.namespace,
+                                    field_selector=f"metadata.name={self.name}", timeout_seconds=WATCH_SECONDS,
+                                    _request_timeout=WATCH_SECONDS + 10):
+            raw = event.get("raw_object") if isinstance(event, dict) else None
+            if event.get("type") in ("ADDED", "MODIFIED") and isinstance(raw, dict):
+                on_change((record_from_lease(raw), str(raw["metadata"]["resourceVersion"])))
+            else:
+                on_change(None)  # DELETED, BOOKMARK or an error: re-read
             if stop.is_set():
                 watcher.stop()
                 return

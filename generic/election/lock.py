@@ -53,6 +53,7 @@ class Lock(Protocol):
         """A name for logs, e.g. `kube-system/plndr-cp-lock`."""
         ...
 
-    def watch(self, on_change: Callable[[], None], stop: threading.Event) -> None:
-        """Call `on_change` whenever the lock may have changed, until `stop` is set (blocking; reconnects)."""
+    def watch(self, on_change: Callable[[tuple[LeaderRecord, str] | None], None], stop: threading.Event) -> None:
+        """Feed every new state of the lock (record, version) to `on_change` until `stop` is set (blocking;
+        reconnects). `None` means "the feed was interrupted: what you know may be stale"."""
         ...
