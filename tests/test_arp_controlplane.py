@@ -4,6 +4,7 @@ SIGTERM leaves nothing behind."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -162,3 +163,29 @@ def test_ipv6_vip_is_reached_from_the_client_after_failover() -> None:
         wait_for(lambda: lab.rig.run("client", ["ping", "-6", "-c1", "-W1", lab.vip], check=False).returncode == 0,
                  timeout=5)
         assert lab.node_of_mac(lab.client_mac()) == successor
+
+
+class _NoInterfaceLab(LabCluster):
+    """Managers started without --interface: they must find eth0 from the default route."""
+
+    def manager_argv(self, node: str) -> list[str]:
+        argv = super().manager_argv(node)
+        index = argv.index("--interface")
+        return argv[:index] + argv[index + 2:]
+
+
+def test_interface_comes_from_the_default_route_and_the_vip_is_never_a_source_address() -> None:
+    require_rig()
+    with _NoInterfaceLab(timers=TIMERS) as lab:
+        for node in lab.nodes:
+            lab.start(node)
+        leader = settled(lab)
+        assert lab.vip in lab.rig.addresses(leader, "eth0")
+        links = json.loads(lab.rig.run(leader, ["ip", "-j", "addr", "show", "dev", "eth0"]).stdout)
+        (entry,) = [a for link in links for a in link["addr_info"] if a.get("local") == lab.vip]
+        assert entry["preferred_life_time"] == 0  # deprecated: never chosen as a source address
+        assert entry["prefixlen"] == 32
+        # the node's own traffic, on and off the subnet, never leaves from the VIP
+        for target in (lab.rig.ipv4("router"), "192.0.2.1"):
+            route = lab.rig.run(leader, ["ip", "-j", "route", "get", target]).stdout
+            assert f'"prefsrc":"{lab.rig.ipv4(leader)}"' in route.replace(" ", ""), route
