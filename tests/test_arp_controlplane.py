@@ -183,7 +183,7 @@ def test_interface_comes_from_the_default_route_and_the_vip_is_never_a_source_ad
         assert lab.vip in lab.rig.addresses(leader, "eth0")
         links = json.loads(lab.rig.run(leader, ["ip", "-j", "addr", "show", "dev", "eth0"]).stdout)
         (entry,) = [a for link in links for a in link["addr_info"] if a.get("local") == lab.vip]
-        assert entry["preferred_life_time"] == 0  # deprecated: never chosen as a source address
+        assert entry.get("deprecated") is True  # preferred_lft 0: never chosen as a source address
         assert entry["prefixlen"] == 32
         # the node's own traffic, on and off the subnet, never leaves from the VIP
         for target in (lab.rig.ipv4("router"), "192.0.2.1"):
