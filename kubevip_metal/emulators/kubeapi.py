@@ -62,7 +62,6 @@ import ipaddress
 import json
 import logging
 import os
-import signal
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ from kubevip_metal.emulators.kubeapi_resources import ResourceDef
 from kubevip_metal.emulators.kubeapi_selectors import FieldSelector, LabelSelector, SelectorError
 from kubevip_metal.emulators.kubeapi_status import ApiError
 from kubevip_metal.emulators.kubeapi_store import PATCH_TYPES, Store, Watcher
-from kubevip_metal.emulators.server_thread import ServerThread
+from kubevip_metal.emulators.server_thread import ServerThread, serve_until_signalled
 
 __all__ = ["EmulatorThread", "Fault", "KubeApiEmulator", "Outage", "main", "write_kubeconfig"]
 
@@ -723,23 +722,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     emulator = KubeApiEmulator(tokens, history=args.history, bookmark_interval=args.bookmark_interval,
                                control=not args.no_control)
     try:
-        asyncio.run(_serve_until_signalled(emulator, args.listen or [("127.0.0.1", 6443)]))
+        asyncio.run(serve_until_signalled(emulator, args.listen or [("127.0.0.1", 6443)]))
     except OSError as exc:
         log.error("emulator.listen_failed", error=str(exc))
         return 1
     return 0
-
-
-async def _serve_until_signalled(emulator: KubeApiEmulator, listen: Sequence[tuple[str, int]]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await emulator.start(listen)
-    try:
-        await stop.wait()
-    finally:
-        await emulator.stop()
 
 
 if __name__ == "__main__":

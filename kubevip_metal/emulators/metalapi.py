@@ -53,7 +53,6 @@ import json
 import logging
 import math
 import os
-import signal
 import socket
 import struct
 import threading
@@ -76,7 +75,7 @@ from kubevip_metal.emulators.metalapi_faults import (
     RequestRecord,
 )
 from kubevip_metal.emulators.metalapi_state import BASE, MetalError, MetalState, NotEmulated, typical_bgp_neighbor
-from kubevip_metal.emulators.server_thread import ServerThread
+from kubevip_metal.emulators.server_thread import ServerThread, serve_until_signalled
 
 __all__ = ["BASE", "FaultError", "MetalApiEmulator", "MetalEmulatorThread", "MetalFault", "main",
            "typical_bgp_neighbor"]
@@ -558,23 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("metal_api.setup_failed", error=str(exc))
         return 1
     try:
-        asyncio.run(_serve_until_signalled(emulator, args.listen or [("127.0.0.1", 8080)]))
+        asyncio.run(serve_until_signalled(emulator, args.listen or [("127.0.0.1", 8080)]))
     except OSError as exc:
         log.error("metal_api.listen_failed", error=str(exc))
         return 1
     return 0
-
-
-async def _serve_until_signalled(emulator: MetalApiEmulator, listen: Sequence[tuple[str, int]]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await emulator.start(listen)
-    try:
-        await stop.wait()
-    finally:
-        await emulator.stop()
 
 
 if __name__ == "__main__":

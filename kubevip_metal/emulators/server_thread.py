@@ -80,3 +80,18 @@ class ServerThread(Generic[S]):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+async def serve_until_signalled(server: AsyncServer, listen: Sequence[tuple[str, int]]) -> None:
+    """For the emulators' command lines: serve until SIGTERM or SIGINT, then stop cleanly."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start(listen, ())
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
