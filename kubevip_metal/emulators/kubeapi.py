@@ -79,7 +79,7 @@ from kubevip_metal.emulators.kubeapi_resources import ResourceDef
 from kubevip_metal.emulators.kubeapi_selectors import FieldSelector, LabelSelector, SelectorError
 from kubevip_metal.emulators.kubeapi_status import ApiError
 from kubevip_metal.emulators.kubeapi_store import PATCH_TYPES, Store, Watcher
-from kubevip_metal.emulators.server_thread import ServerThread, serve_until_signalled
+from kubevip_metal.emulators.server_thread import ServerThread, listen_address, serve_until_signalled
 
 __all__ = ["EmulatorThread", "Fault", "KubeApiEmulator", "Outage", "main", "write_kubeconfig"]
 
@@ -681,18 +681,6 @@ def write_kubeconfig(path: Path, server: str, token: str, namespace: str = "defa
     return path
 
 
-def _listen_address(text: str) -> tuple[str, int]:
-    """`127.0.0.1:6443`, `[::1]:6443` → (host, port)."""
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--listen {text!r} is not IP:PORT (IPv6 as [::1]:6443)") from None
-    if not sep or not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"--listen {text!r} is not IP:PORT (IPv6 as [::1]:6443)")
-    return host, number
 
 
 def _token(text: str) -> tuple[str, str]:
@@ -707,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m kubevip_metal.emulators.kubeapi --listen 127.0.0.1:6443 --token n1=tok-n1`; runs until SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m kubevip_metal.emulators.kubeapi",
                                      description="Serve an emulated Kubernetes API server for tests and the lab.")
-    parser.add_argument("--listen", action="append", type=_listen_address, default=[], metavar="IP:PORT",
+    parser.add_argument("--listen", action="append", type=listen_address, default=[], metavar="IP:PORT",
                         help="address to serve on (repeatable; port 0 picks one); default 127.0.0.1:6443")
     parser.add_argument("--token", action="append", type=_token, default=[], metavar="IDENTITY=TOKEN",
                         help="accept TOKEN as IDENTITY (repeatable); without any, every token is accepted")

@@ -75,7 +75,7 @@ from kubevip_metal.emulators.metalapi_faults import (
     RequestRecord,
 )
 from kubevip_metal.emulators.metalapi_state import BASE, MetalError, MetalState, NotEmulated, typical_bgp_neighbor
-from kubevip_metal.emulators.server_thread import ServerThread, serve_until_signalled
+from kubevip_metal.emulators.server_thread import ServerThread, listen_address, serve_until_signalled
 
 __all__ = ["BASE", "FaultError", "MetalApiEmulator", "MetalEmulatorThread", "MetalFault", "main",
            "typical_bgp_neighbor"]
@@ -511,18 +511,6 @@ class MetalEmulatorThread(ServerThread[MetalApiEmulator]):
         return self
 
 
-def _listen_address(text: str) -> tuple[str, int]:
-    """`127.0.0.1:8080`, `[::1]:8080` → (host, port)."""
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--listen {text!r} is not IP:PORT (IPv6 as [::1]:8080)") from None
-    if not sep or not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"--listen {text!r} is not IP:PORT (IPv6 as [::1]:8080)")
-    return host, number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -531,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kubevip_metal.emulators.metalapi",
                                      description="Serve an emulated Equinix Metal API (/metal/v1) for tests and the "
                                                  "lab, checked against the official OpenAPI spec.")
-    parser.add_argument("--listen", action="append", type=_listen_address, default=[], metavar="IP:PORT",
+    parser.add_argument("--listen", action="append", type=listen_address, default=[], metavar="IP:PORT",
                         help="address to serve on (repeatable; port 0 picks one); default 127.0.0.1:8080")
     parser.add_argument("--token", default=os.environ.get("METAL_AUTH_TOKEN", ""),
                         help="the accepted X-Auth-Token (default: $METAL_AUTH_TOKEN)")

@@ -82,6 +82,23 @@ class ServerThread(Generic[S]):
         self.stop()
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """The emulators' `--listen`: `127.0.0.1:6443`, `[::1]:6443` → (host, port)."""
+    import argparse
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--listen {text!r} is not IP:PORT (IPv6 as [::1]:PORT)") from None
+    if not sep or not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"--listen {text!r} is not IP:PORT (IPv6 as [::1]:PORT)")
+    return host, number
+
+
 async def serve_until_signalled(server: AsyncServer, listen: Sequence[tuple[str, int]]) -> None:
     """For the emulators' command lines: serve until SIGTERM or SIGINT, then stop cleanly."""
     import signal
