@@ -96,28 +96,28 @@ def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1), 
         if not _wait(settled, 30):
             print("no leader after 30 s; see the manager logs in", lab.workdir)
             return 1
-        time.sleep(timers[0] + 1)  # followers have watched the Lease for a whole term
-        leader = lab.lease_holder()
-        timeline.say(f"CRASH {leader}: SIGKILL and cable pulled")
-        crashed_at = time.monotonic()
-        timeline.dead.add(leader)
-        lab.kill(leader)
-        lab.rig.link_down(leader)
-        _wait(lambda: lab.lease_holder() not in ("", leader) and settled(), 60)
-        crash_converged = time.monotonic() - crashed_at
-        time.sleep(1.0)
-        crash_outage = _outage_since(timeline, crashed_at)
+        def fail_leader(what: str, act: Callable[[str], None]) -> tuple[float, float | None]:
+            """Do `act` to the leader; return (seconds until a new leader holds the VIP, the client's outage)."""
+            time.sleep(timers[0] + 1)  # followers have watched the Lease for a whole term
+            leader = lab.lease_holder()
+            timeline.say(what.replace("{}", leader))
+            started = time.monotonic()
+            timeline.dead.add(leader)
+            act(leader)
+            _wait(lambda: lab.lease_holder() not in ("", leader) and settled(), 60)
+            converged = time.monotonic() - started
+            time.sleep(1.0)
+            return converged, _outage_since(timeline, started)
 
-        second = lab.lease_holder()
-        time.sleep(timers[0] + 1)
-        timeline.say(f"STOP {second}: SIGTERM (graceful hand-over)")
-        stopped_at = time.monotonic()
-        lab.terminate(second)
-        timeline.dead.add(second)
-        _wait(lambda: lab.lease_holder() not in ("", second) and settled(), 60)
-        graceful_converged = time.monotonic() - stopped_at
-        time.sleep(1.0)
-        graceful_outage = _outage_since(timeline, stopped_at)
+        def crash(node: str) -> None:
+            lab.kill(node)
+            lab.rig.link_down(node)
+
+        def stop(node: str) -> None:
+            lab.terminate(node)
+
+        crash_converged, crash_outage = fail_leader("CRASH {}: SIGKILL and cable pulled", crash)
+        graceful_converged, graceful_outage = fail_leader("STOP {}: SIGTERM (graceful hand-over)", stop)
         timeline.stop()
 
         if metal:
