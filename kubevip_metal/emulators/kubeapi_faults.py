@@ -53,11 +53,12 @@ class Fault:
         outage = doc.get("outage")
         try:
             return cls(
-                latency=_number(doc.get("latency", 0.0), "latency"),
+                latency=number_field(doc.get("latency", 0.0), "latency"),
                 outage=Outage(outage) if outage is not None else None,
-                fail_next=_integer(doc.get("fail_next", 0), "fail_next"),
-                fail_status=_integer(doc.get("fail_status", 500), "fail_status"),
-                retry_after=_number(doc["retry_after"], "retry_after") if doc.get("retry_after") is not None else None,
+                fail_next=integer_field(doc.get("fail_next", 0), "fail_next"),
+                fail_status=integer_field(doc.get("fail_status", 500), "fail_status"),
+                retry_after=(number_field(doc["retry_after"], "retry_after")
+                             if doc.get("retry_after") is not None else None),
             )
         except ValueError as exc:  # Outage("bogus")
             raise FaultError(str(exc)) from exc
@@ -68,13 +69,13 @@ class Fault:
         return doc
 
 
-def _number(value: Any, name: str) -> float:
+def number_field(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FaultError(f"{name} must be a number, got {value!r}")
     return float(value)
 
 
-def _integer(value: Any, name: str) -> int:
+def integer_field(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise FaultError(f"{name} must be an integer, got {value!r}")
     return value

@@ -17,13 +17,12 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
+from kubevip_metal.emulators.kubeapi_faults import FaultError, integer_field, number_field
+
 __all__ = ["Action", "FaultError", "FaultState", "MetalFault", "RequestLog", "RequestRecord"]
 
 _FIELDS = ("latency", "fail_next", "fail_status", "retry_after", "rate_429", "reset", "down")
 
-
-class FaultError(ValueError):
-    """A fault description that cannot be honoured; the control endpoint answers it with 400."""
 
 
 class Action(Enum):
@@ -68,11 +67,11 @@ class MetalFault:
             raise FaultError(f"unknown fault fields: {', '.join(sorted(unknown))} (known: {', '.join(_FIELDS)})")
         retry_after = doc.get("retry_after", 1.0)
         return cls(
-            latency=_number(doc.get("latency", 0.0), "latency"),
-            fail_next=_integer(doc.get("fail_next", 0), "fail_next"),
-            fail_status=_integer(doc.get("fail_status", 429), "fail_status"),
-            retry_after=None if retry_after is None else _number(retry_after, "retry_after"),
-            rate_429=_number(doc.get("rate_429", 0.0), "rate_429"),
+            latency=number_field(doc.get("latency", 0.0), "latency"),
+            fail_next=integer_field(doc.get("fail_next", 0), "fail_next"),
+            fail_status=integer_field(doc.get("fail_status", 429), "fail_status"),
+            retry_after=None if retry_after is None else number_field(retry_after, "retry_after"),
+            rate_429=number_field(doc.get("rate_429", 0.0), "rate_429"),
             reset=_boolean(doc.get("reset", False), "reset"),
             down=_boolean(doc.get("down", False), "down"),
         )
@@ -81,16 +80,8 @@ class MetalFault:
         return asdict(self)
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise FaultError(f"{name} must be a number, got {value!r}")
-    return float(value)
 
 
-def _integer(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FaultError(f"{name} must be an integer, got {value!r}")
-    return value
 
 
 def _boolean(value: Any, name: str) -> bool:
