@@ -72,14 +72,18 @@ class Addresses:
                 if entry.get_attr("IFA_ADDRESS") == str(vip.address)
                 or entry.get_attr("IFA_LOCAL") == str(vip.address)]
 
+    @staticmethod
+    def _usable(entries: list[Any]) -> bool:
+        return any(not (entry.get_attr("IFA_FLAGS", entry["flags"]) & IFA_F_DADFAILED) for entry in entries)
+
     def present(self, vip: Vip) -> bool:
         """True when the VIP is on its interface and usable (not DAD-failed)."""
-        return any(not (entry.get_attr("IFA_FLAGS", entry["flags"]) & IFA_F_DADFAILED) for entry in self._entries(vip))
+        return self._usable(self._entries(vip))
 
     def add(self, vip: Vip) -> bool:
-        """Make the VIP present; returns True if anything changed."""
+        """Make the VIP present; returns True if anything changed (one netlink dump when nothing does)."""
         entries = self._entries(vip)
-        if entries and self.present(vip):
+        if self._usable(entries):
             return False
         if entries:  # a DAD-failed IPv6 copy: replace it
             self.remove(vip)

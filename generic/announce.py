@@ -115,10 +115,6 @@ class ArpAnnouncer:
             log.info("vip.withdrawn", vip=str(vip), removed=removed, mono=round(self._clock(), 6))
         return wanted or removed
 
-    def present(self, vip: Vip) -> bool:
-        with self._lock:
-            return self._addresses.present(vip)
-
     def ensure(self, vip: Vip, wanted: bool) -> bool:
         """Reconcile one VIP with the kernel; True if a repair was needed."""
         if not wanted:
