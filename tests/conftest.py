@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-pytest_plugins = ["tests.rig_support", "tests.metal_support"]
+pytest_plugins = ["tests.rig_support", "tests.metal_support", "tests.realapi_support"]
 
 CLI = [sys.executable, "-m", "kubevip_metal"]
 

@@ -55,14 +55,25 @@ def settled(lab: LabCluster) -> str:
 
 
 @pytest.fixture
-def lab() -> Iterator[LabCluster]:
+def lab(request: pytest.FixtureRequest) -> Iterator[LabCluster]:
+    """Three managers on the emulator; `@BOTH_APIS` runs a test again on the real kube-apiserver, where each
+    manager authenticates with its own token of the `kube-vip` ServiceAccount (the rendered RBAC)."""
     require_rig()
-    with LabCluster(timers=TIMERS) as cluster:
+    backend = None
+    if getattr(request, "param", "emulator") == "kube-apiserver":
+        from tests.peers.lab_backend import RealApiBackend
+
+        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    with LabCluster(timers=TIMERS, api=backend) as cluster:
         for node in cluster.nodes:
             cluster.start(node)
         yield cluster
 
 
+BOTH_APIS = pytest.mark.parametrize("lab", ["emulator", "kube-apiserver"], indirect=True)
+
+
+@BOTH_APIS
 def test_vip_on_exactly_the_leader_through_handover_and_crash(lab: LabCluster) -> None:
     with Sampler(lab) as sampler:
         leader = settled(lab)
@@ -85,6 +96,7 @@ def test_vip_on_exactly_the_leader_through_handover_and_crash(lab: LabCluster) -
     assert not sampler.double_holders()
 
 
+@BOTH_APIS
 def test_stray_vip_on_a_follower_is_removed_within_one_period(lab: LabCluster) -> None:
     leader = settled(lab)
     follower = next(n for n in lab.nodes if n != leader)
@@ -104,6 +116,7 @@ def test_deleted_vip_on_the_leader_heals_within_one_period(lab: LabCluster) -> N
     assert lab.rig.run("client", ["ping", "-c1", "-W1", lab.vip]).returncode == 0
 
 
+@BOTH_APIS
 def test_leader_cut_from_the_api_drops_the_vip_before_another_node_adds_it(lab: LabCluster) -> None:
     with Sampler(lab) as sampler:
         leader = settled(lab)
@@ -139,6 +152,7 @@ def test_interface_flap_on_the_leader_keeps_the_vip_reachable(lab: LabCluster) -
     assert lab.node_of_mac(lab.client_mac()) == lab.lease_holder()
 
 
+@BOTH_APIS
 def test_sigterm_leaves_no_address_and_an_empty_lease_holder(lab: LabCluster) -> None:
     settled(lab)
     for node in list(lab.managers):

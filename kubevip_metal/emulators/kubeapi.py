@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -662,12 +663,17 @@ class EmulatorThread(ServerThread[KubeApiEmulator]):
         return self
 
 
-def write_kubeconfig(path: Path, server: str, token: str, namespace: str = "default") -> Path:
-    """A kubeconfig for one identity (mode 0600: it holds a token) that the official client loads as is."""
+def write_kubeconfig(path: Path, server: str, token: str, namespace: str = "default",
+                     ca_cert: Path | None = None) -> Path:
+    """A kubeconfig for one identity (mode 0600: it holds a token) that the official client loads as is; an https
+    server's CA certificate (`ca_cert`) is inlined, so the file works from any mount namespace."""
+    cluster: dict[str, str] = {"server": server}
+    if ca_cert is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(Path(ca_cert).read_bytes()).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+        "clusters": [{"name": "emulator", "cluster": cluster}],
         "users": [{"name": "emulator-user", "user": {"token": token}}],
         "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator-user",
                                                      "namespace": namespace}}],

@@ -1,7 +1,8 @@
 """A three-node cluster network with real managers, for the `lab` command, the tests and the benchmarks.
 
-The API emulator serves inside the router namespace (198.51.100.1:6443, so a node cut off by nftables really
-loses it) and on loopback for the observer. Each node runs a real `kube-vip-metal manager` process with its
+The Kubernetes API (the emulator by default, or any `ApiBackend`, such as a real kube-apiserver behind a fault
+proxy in the tests) serves inside the router namespace (198.51.100.1:6443, so a node cut off by nftables really
+loses it). Each node runs a real `kube-vip-metal manager` process with its
 own token. `holders()` reads every node's addresses through netlink (about 0.3 ms a node), so a sampler can
 prove that the VIP is never on two nodes at once.
 """
@@ -20,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from kubevip_metal.emulators.kubeapi import KubeApiEmulator
+from kubevip_metal.lab.api_backend import ApiBackend, EmulatorBackend
 from kubevip_metal.options import OPTIONS
 from kubevip_metal.rig import Rig
 
@@ -28,7 +30,7 @@ API_PORT = 6443
 METAL_PORT = 8080
 METAL_EIP = "198.51.100.200"
 METAL_TOKEN = "lab-metal-token-not-secret"
-LEASE = ("coordination.k8s.io/v1/leases", "kube-system", "plndr-cp-lock")
+LEASE = ("kube-system", "plndr-cp-lock")
 
 
 def _clean_environment() -> dict[str, str]:
@@ -40,7 +42,8 @@ class LabCluster:
     """Rig + emulator + managers. Use as a context manager; everything started is stopped on exit."""
 
     def __init__(self, nodes: int = 3, vip: str | None = None, timers: Sequence[float] = (5, 3, 1),
-                 extra_args: Sequence[str] = (), metal: bool = False, keep_workdir: bool = False) -> None:
+                 extra_args: Sequence[str] = (), metal: bool = False, keep_workdir: bool = False,
+                 api: ApiBackend | None = None) -> None:
         self.rig = Rig(nodes=nodes)
         self.keep_workdir = keep_workdir  # the managers' logs and kubeconfigs, for a post-mortem
         self.metal = metal
@@ -48,8 +51,8 @@ class LabCluster:
         self.timers = tuple(timers)
         self.extra_args = list(extra_args)
         self.workdir = Path(tempfile.mkdtemp(prefix="kube-vip-lab-"))
-        self.emulator = KubeApiEmulator({f"tok-{node}": node for node in self.rig.node_names})
-        self.api: EmulatorThread | None = None
+        self.api: ApiBackend = api if api is not None else EmulatorBackend()
+        self._api_started = False
         self.metal_api: Any = None  # MetalEmulatorThread in --metal mode
         self.metal_project = ""
         self.metal_devices: dict[str, str] = {}
@@ -71,10 +74,10 @@ class LabCluster:
     def up(self) -> LabCluster:
         self.rig.up()
         api_socket = self.rig.listen_socket("router", self.rig.ipv4("router"), API_PORT)
-        self.api = EmulatorThread(self.emulator, listen=[("127.0.0.1", 0)], sockets=[api_socket])
-        self.api.start()
+        server = self.api.start(self.nodes, api_socket)
+        self._api_started = True
         for node in self.nodes:
-            write_kubeconfig(self.kubeconfig(node), f"http://{self.rig.ipv4('router')}:{API_PORT}", f"tok-{node}")
+            self.api.write_kubeconfig(node, self.kubeconfig(node), server)
         if self.metal:
             self._start_metal()
         return self
@@ -108,9 +111,9 @@ class LabCluster:
             for handle in self._netns.values():
                 handle.close()
             self._netns.clear()
-        if self.api is not None:
+        if self._api_started:
             self.api.stop()
-            self.api = None
+            self._api_started = False
         if self.metal_api is not None:
             self.metal_api.stop()
             self.metal_api = None
@@ -187,9 +190,15 @@ class LabCluster:
                 found.append(node)
         return found
 
+    @property
+    def emulator(self) -> KubeApiEmulator:
+        """The Kubernetes API emulator (only with the default backend)."""
+        if not isinstance(self.api, EmulatorBackend) or self.api.emulator is None:
+            raise RuntimeError("this lab cluster does not run on the emulator")
+        return self.api.emulator
+
     def lease_holder(self) -> str:
-        lease = self.emulator.get_object(*LEASE)
-        return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+        return self.api.lease_holder(*LEASE)
 
     def client_mac(self, vip: str | None = None) -> str | None:
         """The MAC the client's neighbour table has for the VIP (which node the client talks to)."""

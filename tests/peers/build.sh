@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Build the Go test peers from the Go module proxy, once per version, into a cache outside the clone:
+# kube-apiserver (k8s.io/kubernetes, through a wrapper module) and kube-vip (tests/peers/build_kubevip.sh).
+# etcd comes from Debian's etcd-server package (tests/run.sh installs it). The product stays pure Python: these
+# binaries exist only for tests and benchmarks, and are never committed.
+#
+#   usage: tests/peers/build.sh [CACHE_DIR]      (default /var/cache/kube-vip-metal/peers)
+#
+# A binary is built to a temporary name and renamed into place, so an interrupted build never leaves a
+# half-written one; a second run with the binaries present takes well under a second.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+CACHE="${1:-${KVM_PEERS_DIR:-/var/cache/kube-vip-metal/peers}}"
+K8S="${K8S_VERSION:-v1.35.4}"             # k8s.io/kubernetes release
+STAGING="v0.${K8S#v1.}"                   # its published staging modules: v1.35.4 -> v0.35.4
+export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod CGO_ENABLED=0
+mkdir -p "$CACHE/bin"
+
+apiserver="$CACHE/bin/kube-apiserver-$K8S"
+if [ -x "$apiserver" ]; then
+  echo "kube-apiserver $K8S: cached ($apiserver)"
+else
+  started=$(date +%s)
+  work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+  cd "$work"
+  # k8s.io/kubernetes requires every staging module at v0.0.0 and replaces it with a path inside its own
+  # repository; outside it, each must be replaced by its published twin at the matching v0.x.y.
+  gomod="$(go mod download -json "k8s.io/kubernetes@$K8S" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  {
+    echo "module kube-vip-metal/peers/apiserver"; echo
+    grep -m1 '^go ' "$gomod"
+    echo "require k8s.io/kubernetes $K8S"
+    echo "replace ("
+    for module in $(grep -E '^\s+k8s.io/[a-z0-9-]+ v0.0.0$' "$gomod" | awk '{print $1}' | sort -u); do
+      version="$STAGING"
+      # the proxy does not serve every staging module at every patch release (none of those is linked in)
+      if ! (cd / && go list -m "$module@$version" >/dev/null 2>&1); then
+        version="$(cd / && go list -m -versions "$module" | tr ' ' '\n' | grep "^${STAGING%.*}\." | tail -1)"
+      fi
+      printf '\t%s => %s %s\n' "$module" "$module" "$version"
+    done
+    echo ")"
+  } > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > tools.go
+  go mod tidy -e >/dev/null 2>&1 || true
+  downloaded=$(date +%s)
+  minor="${K8S#v1.}"; minor="${minor%%.*}"
+  ldflags="-s -w"
+  for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags="$ldflags -X $package.gitVersion=$K8S -X $package.gitMajor=1 -X $package.gitMinor=$minor -X $package.gitTreeState=clean"
+  done
+  go build -trimpath -ldflags="$ldflags" -o "$apiserver.partial" k8s.io/kubernetes/cmd/kube-apiserver
+  mv "$apiserver.partial" "$apiserver"
+  done_at=$(date +%s)
+  echo "kube-apiserver $K8S: downloads $((downloaded - started)) s, compile $((done_at - downloaded)) s, $(( $(stat -c %s "$apiserver") / 1048576 )) MiB"
+  cd "$HERE"
+fi
+
+bash "$HERE/build_kubevip.sh" "$CACHE"
