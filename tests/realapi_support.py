@@ -65,5 +65,8 @@ def apply(server: RealApiServer, documents: list[dict[str, Any]], dry_run: bool 
 def real_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealApiServer]:
     require_real_api()
     with RealApiServer(tmp_path_factory.mktemp("kube-apiserver"), nodes=NODES) as server:
+        # what kube-controller-manager (not run here) would create: each namespace's `default` ServiceAccount
+        apply(server, [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}
+                       for ns in ("default", "kube-system")])
         apply(server, rendered("rbac"))
         yield server

@@ -1,30 +1,42 @@
-"""The election as real processes on the Kubernetes API emulator: kills, cuts, hand-overs, conflicts, and
-interop with the official client-go-format elector. Never two leaders, from their own callback times."""
+"""The election as real processes on the Kubernetes API emulator and (`BOTH_APIS`) on the real kube-apiserver behind
+the fault proxy, each candidate with its own token of the `kube-vip` ServiceAccount: kills, cuts, hand-overs,
+conflicts, and interop with the official client-go-format elector. Never two leaders, from their own callback
+times."""
 
 from __future__ import annotations
 
 import random
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from kubevip_metal.lab.api_backend import ApiBackend, EmulatorBackend
 from tests.election_support import Candidate, leaders, official, ours, overlaps
 from tests.waiting import wait_for
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
-LEASE_GVR = "coordination.k8s.io/v1/leases"
+BOTH_APIS = pytest.mark.parametrize("api", ["emulator", "kube-apiserver"], indirect=True)
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[EmulatorThread, dict[str, Path]]]:
-    emulator = KubeApiEmulator({f"tok-{n}": n for n in [*NODES, "admin"]})
-    with EmulatorThread(emulator, listen=[("127.0.0.1", 0)]) as thread:
-        url = thread.urls[0]
-        configs = {n: write_kubeconfig(tmp_path / f"{n}.kubeconfig", url, f"tok-{n}") for n in [*NODES, "admin"]}
-        yield thread, configs
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ApiBackend, dict[str, Path]]]:
+    """The API backend (faults per candidate) and one kubeconfig per candidate, on loopback."""
+    backend: ApiBackend = EmulatorBackend()
+    if getattr(request, "param", "emulator") == "kube-apiserver":
+        from tests.peers.lab_backend import RealApiBackend
+
+        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    url = backend.start(NODES, socket.create_server(("127.0.0.1", 0)))
+    try:
+        configs = {n: tmp_path / f"{n}.kubeconfig" for n in NODES}
+        for node, path in configs.items():
+            backend.write_kubeconfig(node, path, url)
+        yield backend, configs
+    finally:
+        backend.stop()
 
 
 @pytest.fixture
@@ -35,14 +47,13 @@ def candidates() -> Iterator[list[Candidate]]:
         candidate.kill()
 
 
-def holder(thread: EmulatorThread, lease: str) -> str:
-    obj = thread.emulator.get_object(LEASE_GVR, "kube-system", lease)
-    return str(((obj or {}).get("spec") or {}).get("holderIdentity") or "")
+def holder(backend: ApiBackend, lease: str) -> str:
+    return backend.lease_holder("kube-system", lease)
 
 
-def test_random_kills_never_two_leaders(api: tuple[EmulatorThread, dict[str, Path]],
+def test_random_kills_never_two_leaders(api: tuple[ApiBackend, dict[str, Path]],
                                         candidates: list[Candidate]) -> None:
-    _thread, configs = api
+    _backend, configs = api
     pool = {n: ours(n, configs[n], "kill-lease", "1,0.75,0.2") for n in NODES[:3]}
     candidates.extend(pool.values())
     for candidate in pool.values():
@@ -72,9 +83,10 @@ def test_random_kills_never_two_leaders(api: tuple[EmulatorThread, dict[str, Pat
     assert samples >= 20
 
 
-def test_cut_off_leader_steps_down_before_the_lease_expires(api: tuple[EmulatorThread, dict[str, Path]],
+@BOTH_APIS
+def test_cut_off_leader_steps_down_before_the_lease_expires(api: tuple[ApiBackend, dict[str, Path]],
                                                             candidates: list[Candidate]) -> None:
-    thread, configs = api
+    backend, configs = api
     timers = (2.0, 1.5, 0.4)
     pool = [ours(n, configs[n], "cut-lease", ",".join(map(str, timers))).start() for n in NODES[:3]]
     candidates.extend(pool)
@@ -83,7 +95,7 @@ def test_cut_off_leader_steps_down_before_the_lease_expires(api: tuple[EmulatorT
     for outage in ("hang", "refuse"):
         current = next(c for c in pool if c.name == leaders(pool)[0])
         cut = time.monotonic()
-        thread.emulator.set_fault(current.name, outage=outage)
+        backend.set_fault(current.name, outage=outage)
         wait_for(lambda name=current.name: bool(leaders(pool)) and leaders(pool)[0] != name)  # type: ignore[misc]
         stop = [e["mono"] for e in current.snapshot() if e["event"] == "stopped_leading"][-1]
         successor = next(c for c in pool if c.name == leaders(pool)[0])
@@ -93,15 +105,16 @@ def test_cut_off_leader_steps_down_before_the_lease_expires(api: tuple[EmulatorT
         # the successor waited a whole lease after the last renewal it saw, so the margin between the old
         # leader's step-down (renewal + renew deadline) and the take-over is at least lease - renew deadline
         assert start - stop >= timers[0] - timers[1] - 0.05, (outage, start - stop)
-        thread.emulator.clear_fault(current.name)
+        backend.clear_fault(current.name)
         time.sleep(2 * timers[0])
         assert not current.is_leading()  # healed: back as a follower, no restart, no second leader
     assert first.alive and not overlaps(candidates)
 
 
-def test_sigterm_releases_and_hands_over_at_once(api: tuple[EmulatorThread, dict[str, Path]],
+@BOTH_APIS
+def test_sigterm_releases_and_hands_over_at_once(api: tuple[ApiBackend, dict[str, Path]],
                                                  candidates: list[Candidate]) -> None:
-    thread, configs = api
+    backend, configs = api
     pool = [ours(n, configs[n], "term-lease", "5,3,1").start() for n in NODES[:3]]
     candidates.extend(pool)
     wait_for(lambda: len(leaders(pool)) == 1)
@@ -115,13 +128,14 @@ def test_sigterm_releases_and_hands_over_at_once(api: tuple[EmulatorThread, dict
     stop = [e["mono"] for e in leader.snapshot() if e["event"] == "stopped_leading"][-1]
     assert stop < start
     assert start - sent < 1.0  # far less than a lease (5 s): the release was seen through the watch
-    assert holder(thread, "term-lease") == successor.name
+    assert holder(backend, "term-lease") == successor.name
     assert not overlaps(candidates)
 
 
-def test_simultaneous_candidates_resolve_to_one(api: tuple[EmulatorThread, dict[str, Path]],
+@BOTH_APIS
+def test_simultaneous_candidates_resolve_to_one(api: tuple[ApiBackend, dict[str, Path]],
                                                 candidates: list[Candidate]) -> None:
-    thread, configs = api
+    backend, configs = api
     pool = [ours(n, configs[n], "race-lease", "2,1.5,0.4") for n in NODES]
     candidates.extend(pool)
     for candidate in pool:
@@ -129,14 +143,14 @@ def test_simultaneous_candidates_resolve_to_one(api: tuple[EmulatorThread, dict[
     wait_for(lambda: len(leaders(pool)) == 1)
     time.sleep(2)
     assert len(leaders(pool)) == 1
-    assert holder(thread, "race-lease") == leaders(pool)[0]
+    assert holder(backend, "race-lease") == leaders(pool)[0]
     assert not overlaps(candidates)
 
 
-def test_interop_with_the_official_elector(api: tuple[EmulatorThread, dict[str, Path]],
+def test_interop_with_the_official_elector(api: tuple[ApiBackend, dict[str, Path]],
                                            candidates: list[Candidate]) -> None:
     """client-go's record format, two implementations on one Lease, random crashes and stops: never two leaders."""
-    _thread, configs = api
+    _backend, configs = api
     makers: dict[str, Callable[[], Candidate]] = {
         "n1": lambda: ours("n1", configs["n1"], "mixed-lease", "3,2,1"),
         "n2": lambda: official("n2", configs["n2"], "mixed-lease", (3, 2, 1)),

@@ -160,3 +160,31 @@ def test_manifest_does_not_import_heavy_libraries() -> None:
             "print(','.join(heavy))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_real_apiserver_accepts_every_manifest_in_a_server_side_dry_run(name: str, real_api: Any) -> None:
+    """Beyond the schema: defaulting, validation and admission of kube-apiserver itself; nothing is stored."""
+    from kubernetes import client
+
+    from tests.realapi_support import apply
+
+    docs = build_documents(_config(CASES[name]))
+    apply(real_api, docs, dry_run=True)
+    with real_api.client() as api:  # a dry run leaves nothing behind
+        pods = client.CoreV1Api(api).list_namespaced_pod("kube-system").items
+        daemonsets = client.AppsV1Api(api).list_namespaced_daemon_set("kube-system").items
+    assert not pods and not daemonsets
+
+
+def test_real_apiserver_rejects_a_broken_manifest_in_the_dry_run(real_api: Any) -> None:
+    """The dry run is a real check: the same pod with an invalid container name is refused (422)."""
+    from kubernetes import utils
+
+    from tests.realapi_support import apply
+
+    docs = build_documents(_config(CASES["pod-arp-controlplane"]))
+    docs[0]["spec"]["containers"][0]["name"] = "Not_A_DNS_Label"
+    with pytest.raises(utils.FailToCreateError) as failure:
+        apply(real_api, docs, dry_run=True)
+    assert [error.status for error in failure.value.api_exceptions] == [422]
