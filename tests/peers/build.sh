@@ -4,20 +4,27 @@
 # etcd comes from Debian's etcd-server package (tests/run.sh installs it). The product stays pure Python: these
 # binaries exist only for tests and benchmarks, and are never committed.
 #
-#   usage: tests/peers/build.sh [CACHE_DIR]      (default /var/cache/kube-vip-metal/peers)
+#   usage: tests/peers/build.sh [apiserver|kube-vip|all]      (default all)
+#
+# The cache is $KVM_PEERS_DIR (default /var/cache/kube-vip-metal/peers); kube-vip versions are
+# $KUBEVIP_VERSIONS (default v1.0.0, the one the tests use; the failover benchmark also wants v0.7.2).
 #
 # A binary is built to a temporary name and renamed into place, so an interrupted build never leaves a
 # half-written one; a second run with the binaries present takes well under a second.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-CACHE="${1:-${KVM_PEERS_DIR:-/var/cache/kube-vip-metal/peers}}"
+TARGET="${1:-all}"
+case "$TARGET" in apiserver|kube-vip|all) ;; *) echo "usage: $0 [apiserver|kube-vip|all]" >&2; exit 2;; esac
+CACHE="${KVM_PEERS_DIR:-/var/cache/kube-vip-metal/peers}"
 K8S="${K8S_VERSION:-v1.35.4}"             # k8s.io/kubernetes release
 STAGING="v0.${K8S#v1.}"                   # its published staging modules: v1.35.4 -> v0.35.4
 export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod CGO_ENABLED=0
 mkdir -p "$CACHE/bin"
 
 apiserver="$CACHE/bin/kube-apiserver-$K8S"
-if [ -x "$apiserver" ]; then
+if [ "$TARGET" = kube-vip ]; then
+  :
+elif [ -x "$apiserver" ]; then
   echo "kube-apiserver $K8S: cached ($apiserver)"
 else
   started=$(date +%s)
@@ -56,4 +63,6 @@ else
   cd "$HERE"
 fi
 
-bash "$HERE/build_kubevip.sh" "$CACHE"
+if [ "$TARGET" != apiserver ]; then
+  KUBEVIP_VERSIONS="${KUBEVIP_VERSIONS:-v1.0.0}" bash "$HERE/build_kubevip.sh" "$CACHE"
+fi
