@@ -1,9 +1,16 @@
-"""Client-visible failover of the control-plane VIP: ours (Lease + gratuitous ARP) against keepalived VRRP.
+"""Client-visible failover of the control-plane VIP: ours (Lease + gratuitous ARP) against kube-vip itself and
+keepalived VRRP.
 
-Everything runs side by side in one rig (three node namespaces, a client, a router with the Kubernetes API
-emulator) and one run, on VIP 198.51.100.10 on the nodes' eth0:
+Everything runs side by side in one rig (three node namespaces, a client, a router) and one run, on VIP
+198.51.100.10 on the nodes' eth0, against one Kubernetes API: by default a real kube-apiserver (built by
+tests/peers/build.sh) behind the fault proxy on the router, each node with its own ServiceAccount token
+(`--api emulator`: the Kubernetes API emulator instead):
 
-- ours: one real `kube-vip-metal manager` per node (ARP mode) at the default timers 5/3/1 and at 1/0.75/0.2;
+- ours: one real `kube-vip-metal manager` per node (ARP mode) at the default timers 5/3/1, at 3/2/1 (the
+  shortest whole-second set, equal to kube-vip's below) and at 1/0.75/0.2;
+- kube-vip v1.0.0 (the newest release the Go module proxy serves), control plane in ARP mode with Lease election,
+  at its default timers 5/3/1 (equal to ours) and at 3/2/1; and v0.7.2 (the newest served release with Equinix
+  Metal code; v0.8.10 is refused by the proxy) at 5/3/1. kube-vip takes whole seconds only;
 - keepalived 2.2 (VRRP only, one per node namespace): VRRPv2 with `advert_int 1` and VRRPv3 with
   `advert_int 0.1`; priorities 200/150/100, every node BACKUP with `nopreempt` (a restarted node never takes
   the VIP back, as with our Lease, and a master's death has exactly one successor).
@@ -21,8 +28,9 @@ leadership to announce (`election.started_leading` to `vip.announced`, the manag
 GARP to client flip (`vip.announced` to the first reply after the outage) and leadership to client flip;
 manager RSS after a steady minute and idle CPU (utime + stime over the window) of the leader and followers.
 
-`--quick` runs 3 repetitions per case and short steady windows (a few minutes in all: a 5 s lease takes
-time to expire); the full run 20 repetitions and a 60 s steady window (about 20-30 minutes). Progress goes to
+`--only` picks cases (names in `--help`). `--quick` runs 3 repetitions per case and short steady windows (a few
+minutes in all: a 5 s lease takes time to expire); the full run 20 repetitions and a 60 s steady window (about
+an hour for every case). Progress goes to
 stderr; stdout gets the table, then one JSON line with the headline figures.
 """
 
@@ -50,14 +58,20 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kubevip_metal.lab.api_backend import ApiBackend
 from kubevip_metal.lab.cluster import LabCluster
 from kubevip_metal.lab.keepalived import Keepalived, KeepalivedError, VrrpConfig, binary
 from kubevip_metal.rig import netns, prerequisites_missing
 from kubevip_metal.rig.processes import started_at
+from tests.peers import apiserver as real_apiserver
+from tests.peers import kubevip
+from tests.peers.kubevip import KubeVipNode
 
 T = TypeVar("T")
 VIP = "198.51.100.10"
-DEFAULT, FAST = (5.0, 3.0, 1.0), (1.0, 0.75, 0.2)
+DEFAULT, EQUAL, FAST = (5.0, 3.0, 1.0), (3.0, 2.0, 1.0), (1.0, 0.75, 0.2)
+CASES = ("ours", "ours-3-2-1", "ours-fast", "kube-vip", "kube-vip-3-2-1", "kube-vip-v0.7.2", "keepalived-v2",
+         "keepalived-v3")
 PRIORITIES = (200, 150, 100)
 GRACEFUL_TARGET = 0.1
 FLIP_TARGET_MS = 10.0
@@ -303,6 +317,16 @@ class Implementation:
     def takeover_timeout(self) -> float:
         raise NotImplementedError
 
+    def pids(self) -> dict[str, int]:
+        """The running daemon's PID per node (for RSS and CPU); empty if not measured."""
+        return {}
+
+    program = b""  # a word every measured PID's command line must contain
+
+    def revive(self) -> None:
+        """Start whatever is not running (after a failed run)."""
+        raise NotImplementedError
+
     def annotate(self, run: Run, event_at: float, client_at: float | None, garp_at: float | None) -> None:
         """Add log-derived timings to a run."""
         if client_at is not None and garp_at is not None:
@@ -365,6 +389,18 @@ class Ours(Implementation):
 
     def takeover_timeout(self) -> float:
         return 3 * self.timers[0] + 10
+
+    program = b"kubevip_metal"
+
+    def pids(self) -> dict[str, int]:
+        return {node: process.pid for node, process in self.lab.managers.items()}
+
+    def revive(self) -> None:
+        for node in self.lab.nodes:
+            process = self.lab.managers.get(node)
+            if process is None or process.poll() is not None:
+                self.lab.managers.pop(node, None)
+                self.start(node)
 
     def annotate(self, run: Run, event_at: float, client_at: float | None, garp_at: float | None) -> None:
         super().annotate(run, event_at, client_at, garp_at)
@@ -430,6 +466,89 @@ class Vrrp(Implementation):
 
     def takeover_timeout(self) -> float:
         return 3 * self.config.master_down + 10
+
+    def revive(self) -> None:
+        for daemon in self.daemons.values():
+            if not daemon.running():
+                daemon.start()
+
+
+# kube-vip's client-go klog lines are stamped with the wall clock; the prober's with CLOCK_MONOTONIC
+WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
+
+
+class KubeVip(Implementation):
+    """kube-vip itself on every node, the same Lease, VIP, API server and rig as ours."""
+
+    program = b"kube-vip"
+
+    def __init__(self, lab: LabCluster, version: str, timers: tuple[float, float, float]) -> None:
+        super().__init__(lab)
+        self.version, self.timers = version, timers
+        self.name = f"kube-vip {version} {timers_label(timers)}"
+        self.key = f"kube_vip_{version.replace('.', '_')}_{{scenario}}_{timers_key(timers)}"
+        self.settle_extra = timers[0] + 0.5
+        self.peers = {node: KubeVipNode(lab, node, version, [int(t) for t in timers]) for node in lab.nodes}
+
+    def start_all(self) -> None:
+        for peer in self.peers.values():
+            peer.start()
+
+    def stop_all(self) -> None:
+        leader = self.lab.lease_holder()
+        for _node, peer in sorted(self.peers.items(), key=lambda item: item[0] == leader):
+            if peer.alive:
+                peer.terminate()
+        for node in self.lab.nodes:  # v0.7.2 leaves its VIP behind on SIGTERM
+            self.lab.rig.run(node, ["ip", "addr", "del", f"{VIP}/32", "dev", "eth0"], check=False)
+
+    def holder(self, exclude: Sequence[str] = ()) -> str | None:
+        holders = [node for node in self.lab.holders() if node not in exclude]
+        if len(holders) == 1 and self.lab.lease_holder() == holders[0] and self.peers[holders[0]].alive:
+            return holders[0]
+        return None
+
+    def followers_ready(self) -> bool:
+        return all(peer.alive and peer.saw_leader() for peer in self.peers.values())
+
+    def crash(self, node: str) -> None:
+        self.peers[node].kill()
+        self.lab.rig.link_down(node)
+
+    def graceful(self, node: str) -> list[str]:
+        code = self.peers[node].terminate()
+        expected = 2 if self.version == kubevip.TESTED_VERSION else 0  # v1.0.0 ends in a panic by design
+        return [] if code == expected else [f"kube-vip on {node} exited {code} on SIGTERM"]
+
+    def restart(self, node: str) -> None:
+        self.peers[node].start()
+        for other, peer in self.peers.items():  # v1.0.0 exits when it loses leadership; a kubelet restarts it
+            if other != node and not peer.alive:
+                peer.start()
+
+    def revive(self) -> None:
+        for peer in self.peers.values():
+            if not peer.alive:
+                peer.start()
+
+    def takeover_timeout(self) -> float:
+        return 3 * self.timers[0] + 10
+
+    def pids(self) -> dict[str, int]:
+        return {node: peer.process.pid for node, peer in self.peers.items() if peer.process and peer.alive}
+
+    def annotate(self, run: Run, event_at: float, client_at: float | None, garp_at: float | None) -> None:
+        super().annotate(run, event_at, client_at, garp_at)
+        peer = self.peers[run.successor]
+        wall = event_at + WALL_MINUS_MONOTONIC
+        lead = wait_for_optional(lambda: next((a.timestamp() - WALL_MINUS_MONOTONIC for a in peer.acquisitions()
+                                               if a.timestamp() > wall), None), 2.0)
+        if lead is not None:
+            run.event_to_lead = lead - event_at
+            if client_at is not None:
+                run.lead_to_client = client_at - lead
+            if garp_at is not None:
+                run.lead_to_garp = garp_at - lead
 
 
 def wait_for_optional(probe: Callable[[], T | None], timeout: float) -> T | None:
@@ -544,34 +663,25 @@ class Bench:
         """After a failed run: every cable in, every process running, then wait for a holder."""
         for node in self.lab.nodes:
             self.lab.rig.link_up(node)
-        if isinstance(impl, Ours):
-            for node in self.lab.nodes:
-                process = self.lab.managers.get(node)
-                if process is None or process.poll() is not None:
-                    self.lab.managers.pop(node, None)
-                    impl.start(node)
-        elif isinstance(impl, Vrrp):
-            for daemon in impl.daemons.values():
-                if not daemon.running():
-                    daemon.start()
+        impl.revive()
         wait_for(f"{impl.name}: recovery", impl.holder, 60)
 
-    def steady(self, impl: Ours, seconds: float) -> dict[str, Any]:
-        """RSS and CPU of each manager over `seconds` of steady state (no fault, one leader)."""
+    def steady(self, impl: Implementation, seconds: float) -> dict[str, Any]:
+        """RSS and CPU of each daemon over `seconds` of steady state (no fault, one leader)."""
         leader = self.ready(impl)
-        pids = {node: process.pid for node, process in self.lab.managers.items()}
+        pids = impl.pids()
         for node, pid in pids.items():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"kubevip_metal" not in cmdline or b"manager" not in cmdline:
-                raise RuntimeError(f"PID {pid} of {node} is not a manager: {cmdline!r}")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if impl.program not in cmdline or b"manager" not in cmdline:
+                raise RuntimeError(f"PID {pid} of {node} is not a {impl.program.decode()} manager: {cmdline!r}")
         say(f"{impl.name}: steady state for {seconds:g} s (leader {leader}), sampling CPU and RSS")
         before = {node: _stat(pid)[0] for node, pid in pids.items()}
-        self.lab.emulator.reset_request_counts()
+        self.lab.api.reset_request_counts()
         started = time.monotonic()
         time.sleep(seconds)
         after = {node: _stat(pid) for node, pid in pids.items()}
         elapsed = time.monotonic() - started
-        requests = self.lab.emulator.request_counts_by_verb()
+        requests = self.lab.api.request_counts_by_verb()
         if impl.holder() != leader:
             self.anomalies.append(f"{impl.name}: leader changed during the steady window")
         cpu = {node: (after[node][0] - before[node]) / elapsed * 100 for node in pids}
@@ -581,8 +691,8 @@ class Bench:
                  for node in pids}
         say("  " + ", ".join(f"{n}{'*' if n == leader else ''} cpu {cpu[n]:.3f} % rss {rss[n]:.1f} MB"
                              for n in pids))
-        return {"leader": leader, "cpu": cpu, "rss": rss, "seconds": elapsed, "uptime_min": min(uptime.values()),
-                "api_rates": rates}
+        return {"name": impl.name, "leader": leader, "cpu": cpu, "rss": rss, "seconds": elapsed,
+                "uptime_min": min(uptime.values()), "api_rates": rates}
 
 
 # -- report ---------------------------------------------------------------------------------------------------
@@ -592,8 +702,9 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def report(bench: Bench, cases: list[tuple[Implementation, str, str, float | None]], steady: dict[str, Any],
-           steady_fast: dict[str, Any] | None, runs: int, elapsed: float) -> dict[str, Any]:
+def report(bench: Bench, cases: list[tuple[Implementation, str, str, float | None]],
+           steady: dict[str, dict[str, Any]], runs: int, elapsed: float) -> dict[str, Any]:
+    """Print the tables; `steady` maps a headline prefix ("" for ours at 5/3/1) to a steady-state window."""
     print(f"{'implementation / config':<36} {'scenario':<9} {'runs':>4} {'p50 s':>8} {'p99 s':>8} {'max s':>8}  target")
     headline: dict[str, Any] = {}
     for impl, scenario, target_text, target in cases:
@@ -643,29 +754,29 @@ def report(bench: Bench, cases: list[tuple[Implementation, str, str, float | Non
         headline[f"{key}_p99_ms"] = round(p99, 2)
 
     print()
-    for label, data in (("5/3/1", steady), ("1/0.75/0.2", steady_fast)):
-        if not data:
-            continue
+    for prefix, data in steady.items():
         leader = data["leader"]
         followers = [n for n in data["cpu"] if n != leader]
         rss_max = max(data["rss"].values())
         cpu_leader = data["cpu"][leader]
         cpu_follower = max(data["cpu"][n] for n in followers)
-        print(f"ours {label} manager RSS after {data['uptime_min']:.0f} s up: "
+        ours = data["name"].startswith("ours")
+        rss_verdict = f"  target <= {RSS_TARGET_MB:g} MB  {_mark(rss_max <= RSS_TARGET_MB)}" if ours else ""
+        cpu_verdict = (f"  target <= {CPU_TARGET_PCT:g} %  {_mark(max(cpu_leader, cpu_follower) <= CPU_TARGET_PCT)}"
+                       if ours else "")
+        print(f"{data['name']}: RSS after {data['uptime_min']:.0f} s up: "
               + ", ".join(f"{n} {v:.1f}" for n, v in sorted(data["rss"].items()))
-              + f" MB; max {rss_max:.1f} MB  target <= {RSS_TARGET_MB:g} MB  {_mark(rss_max <= RSS_TARGET_MB)}")
-        print(f"ours {label} idle CPU over {data['seconds']:.0f} s: leader {leader} {cpu_leader:.3f} %, followers "
-              + ", ".join(f"{n} {data['cpu'][n]:.3f}" for n in followers)
-              + f" %  target <= {CPU_TARGET_PCT:g} %  {_mark(max(cpu_leader, cpu_follower) <= CPU_TARGET_PCT)}")
-        print(f"ours {label} API requests/s in that window: "
+              + f" MB; max {rss_max:.1f} MB{rss_verdict}")
+        print(f"{data['name']}: idle CPU over {data['seconds']:.0f} s: leader {leader} {cpu_leader:.3f} %, followers "
+              + ", ".join(f"{n} {data['cpu'][n]:.3f}" for n in followers) + f" %{cpu_verdict}")
+        print(f"{data['name']}: API requests/s in that window: "
               + "; ".join(f"{n}{'*' if n == leader else ''} "
                           + (", ".join(f"{verb} {rate:.2f}" for verb, rate in data["api_rates"][n].items()) or "none")
                           for n in sorted(data["api_rates"])))
-        suffix = "" if label == "5/3/1" else "_1_075_02"
-        headline[f"rss_mb{suffix}"] = round(rss_max, 1)
-        headline[f"idle_cpu_pct{suffix}"] = round(max(cpu_leader, cpu_follower), 3)
-        headline[f"idle_cpu_leader_pct{suffix}"] = round(cpu_leader, 3)
-        headline[f"idle_cpu_follower_pct{suffix}"] = round(cpu_follower, 3)
+        headline[f"{prefix}rss_mb"] = round(rss_max, 1)
+        headline[f"{prefix}idle_cpu_pct"] = round(max(cpu_leader, cpu_follower), 3)
+        headline[f"{prefix}idle_cpu_leader_pct"] = round(cpu_leader, 3)
+        headline[f"{prefix}idle_cpu_follower_pct"] = round(cpu_follower, 3)
 
     below = [r for r in bench.runs if r.below_threshold]
     extra = [r for r in bench.runs if r.extra_outages]
@@ -708,64 +819,125 @@ def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _cases(text: str) -> list[str]:
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in CASES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown case(s) {', '.join(unknown) or text!r}; known: {', '.join(CASES)}")
+    return chosen
+
+
+def _implementations(lab: LabCluster, workdir: Path, chosen: Sequence[str]) -> dict[str, Implementation]:
+    made: dict[str, Implementation] = {
+        "ours": Ours(lab, DEFAULT), "ours-3-2-1": Ours(lab, EQUAL), "ours-fast": Ours(lab, FAST),
+        "kube-vip": KubeVip(lab, kubevip.TESTED_VERSION, DEFAULT),
+        "kube-vip-3-2-1": KubeVip(lab, kubevip.TESTED_VERSION, EQUAL),
+        "kube-vip-v0.7.2": KubeVip(lab, kubevip.METAL_VERSION, DEFAULT)}
+    if "keepalived-v2" in chosen:
+        made["keepalived-v2"] = Vrrp(lab, workdir, VrrpConfig(VIP, version=2, advert_int=1.0))
+    if "keepalived-v3" in chosen:
+        made["keepalived-v3"] = Vrrp(lab, workdir, VrrpConfig(VIP, version=3, advert_int=0.1))
+    return {name: made[name] for name in CASES if name in chosen}
+
+
+STEADY = {"ours": "", "ours-fast": "ours_1_075_02_", "kube-vip": "kube_vip_"}  # case -> headline prefix
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 runs per case, short steady windows")
     parser.add_argument("--runs", type=int, help="runs per case (default 20, --quick 3)")
     parser.add_argument("--interval", type=float, default=0.002, help="probe interval in seconds")
+    parser.add_argument("--api", choices=("kube-apiserver", "emulator"), default="kube-apiserver",
+                        help="the Kubernetes API the managers and kube-vip use (default: a real kube-apiserver)")
+    parser.add_argument("--only", type=_cases, default=list(CASES), metavar="CASE[,CASE...]",
+                        help=f"cases to run, of: {', '.join(CASES)} (default all)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the managers' and keepalived's logs")
     parser.add_argument("--details", type=Path, help="write every run's measurements to this file (JSON lines)")
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 20)
-    steady_seconds, steady_fast_seconds = (10.0, 10.0) if args.quick else (60.0, 30.0)
+    steady_seconds = {"ours": 60.0, "ours-fast": 30.0, "kube-vip": 60.0} if not args.quick else \
+        dict.fromkeys(STEADY, 10.0)
     missing = prerequisites_missing()
+    if args.api == "kube-apiserver":
+        missing += real_apiserver.missing()
+    elif any(name.startswith("kube-vip") for name in args.only):
+        parser.error("kube-vip needs --api kube-apiserver (v1.0.0 speaks protobuf, which the emulator does not)")
+    for name, version in (("kube-vip", kubevip.TESTED_VERSION), ("kube-vip-3-2-1", kubevip.TESTED_VERSION),
+                          ("kube-vip-v0.7.2", kubevip.METAL_VERSION)):
+        if name in args.only:
+            missing += [m for m in kubevip.missing(version) if m not in missing]
     if missing:
-        parser.error("cannot build the rig: " + "; ".join(missing))
-    try:
-        binary()
-    except KeepalivedError as exc:
-        parser.error(str(exc))
+        parser.error("cannot run: " + "; ".join(missing))
+    if any(name.startswith("keepalived") for name in args.only):
+        try:
+            binary()
+        except KeepalivedError as exc:
+            parser.error(str(exc))
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="kvm-failover-"))
-    lab = LabCluster(timers=DEFAULT, vip=VIP, keep_workdir=True)  # removed below unless --keep-logs
+    with contextlib.ExitStack() as stack:
+        backend: ApiBackend | None = None
+        if args.api == "kube-apiserver":
+            from tests.peers.lab_backend import RealApiBackend
+            from tests.realapi_support import apply, rendered
+
+            server = stack.enter_context(real_apiserver.RealApiServer(workdir / "kube-apiserver"))
+            apply(server, rendered("rbac"))
+            backend = RealApiBackend(server)
+            say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s")
+        try:
+            return _run(args, runs, steady_seconds, workdir, backend, started)
+        finally:
+            stack.close()  # the API server stops before its files go
+            if args.keep_logs:
+                say(f"logs kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return 1
+
+
+def _run(args: argparse.Namespace, runs: int, steady_seconds: dict[str, float], workdir: Path,
+         backend: ApiBackend | None, started: float) -> int:
+    lab = LabCluster(timers=DEFAULT, vip=VIP, keep_workdir=True, api=backend)  # removed below unless --keep-logs
     namespaces = lab.rig.namespaces
-    steady: dict[str, Any] = {}
-    steady_fast: dict[str, Any] | None = None
+    steady: dict[str, dict[str, Any]] = {}
     cases: list[tuple[Implementation, str, str, float | None]] = []
-    vrrp: list[Vrrp] = []
+    impls: dict[str, Implementation] = {}
     prober: Prober | None = None
     sniffer: GarpSniffer | None = None
     try:
-        with lab:  # on any exit: managers killed, emulator stopped, every process in the rig stopped by PID
-            say(f"rig up ({lab.rig.prefix}); prober every {args.interval * 1000:g} ms; {runs} runs per case")
+        with lab:  # on any exit: daemons killed, the API stopped, every process in the rig stopped by PID
+            say(f"rig up ({lab.rig.prefix}, API: {args.api}); prober every {args.interval * 1000:g} ms; "
+                f"{runs} runs per case")
             prober = Prober(lab, args.interval)
             sniffer = GarpSniffer(lab, VIP)
             bench = Bench(lab, prober, sniffer)
-            default, fast = Ours(lab, DEFAULT), Ours(lab, FAST)
-            vrrp = [Vrrp(lab, workdir, VrrpConfig(VIP, version=2, advert_int=1.0)),
-                    Vrrp(lab, workdir, VrrpConfig(VIP, version=3, advert_int=0.1))]
+            impls = _implementations(lab, workdir, args.only)
             try:
-                for impl in (default, fast, *vrrp):
+                for name, impl in impls.items():
                     say(f"== {impl.name}: starting")
                     impl.start_all()
-                    if impl is default:
-                        steady = bench.steady(default, steady_seconds)
-                    elif impl is fast:
-                        steady_fast = bench.steady(fast, steady_fast_seconds)
+                    if name in STEADY:
+                        steady[STEADY[name]] = bench.steady(impl, steady_seconds[name])
                     for scenario in ("crash", "graceful"):
                         bench.case(impl, scenario, runs)
                         cases.append((impl, scenario, *targets(impl, scenario)))
                     say(f"== {impl.name}: stopping")
                     impl.stop_all()
             finally:
-                for group in vrrp:
-                    for daemon in group.daemons.values():
-                        if daemon.running():
-                            with contextlib.suppress(Exception):
-                                daemon.kill()
+                for impl in impls.values():
+                    if isinstance(impl, Vrrp):
+                        for daemon in impl.daemons.values():
+                            if daemon.running():
+                                with contextlib.suppress(Exception):
+                                    daemon.kill()
+                    elif isinstance(impl, KubeVip):
+                        for peer in impl.peers.values():
+                            peer.kill()
                 if prober is not None:
                     prober.stop()
                 if sniffer is not None:
@@ -776,15 +948,15 @@ def main() -> int:
             with args.details.open("w") as out:
                 for run in bench.runs:
                     out.write(json.dumps(dataclasses.asdict(run)) + "\n")
-        headline = report(bench, cases, steady, steady_fast, runs, time.monotonic() - started)
+        headline = report(bench, cases, steady, runs, time.monotonic() - started)
+        headline["api"] = args.api
         print(json.dumps(headline))
         return 0
     finally:
         if args.keep_logs:
-            say(f"logs kept in {lab.workdir} and {workdir}")
+            say(f"logs kept in {lab.workdir}")
         else:
             shutil.rmtree(lab.workdir, ignore_errors=True)
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

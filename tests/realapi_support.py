@@ -21,6 +21,7 @@ from tests.peers.apiserver import RealApiServer
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs the real API server, so tests/run.sh can run them once the build is done."""
     for item in items:

@@ -25,6 +25,11 @@ class ApiBackend(Protocol):
 
     def clear_fault(self, node: str) -> None: ...
 
+    def request_counts_by_verb(self) -> dict[str, dict[str, int]]:
+        """Requests per node and verb since the last reset."""
+
+    def reset_request_counts(self) -> None: ...
+
     def stop(self) -> None: ...
 
 
@@ -57,6 +62,14 @@ class EmulatorBackend:
     def clear_fault(self, node: str) -> None:
         assert self.emulator is not None
         self.emulator.clear_fault(node)
+
+    def request_counts_by_verb(self) -> dict[str, dict[str, int]]:
+        assert self.emulator is not None
+        return self.emulator.request_counts_by_verb()
+
+    def reset_request_counts(self) -> None:
+        assert self.emulator is not None
+        self.emulator.reset_request_counts()
 
     def stop(self) -> None:
         if self.thread is not None:

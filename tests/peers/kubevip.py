@@ -69,9 +69,11 @@ class KubeVipNode:
         self.home = Path(lab.workdir) / f"kube-vip-{node}"
         self.log_path = Path(lab.workdir) / f"{node}.kube-vip.log"
         self.process: subprocess.Popen[Any] | None = None
+        self._log_offset = 0  # where the current process's log begins
 
     def start(self) -> subprocess.Popen[Any]:
         (self.home / ".kube").mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         shutil.copyfile(self.lab.kubeconfig(self.node), self.home / ".kube" / "config")
         with self.log_path.open("a") as log:
             self.process = self.lab.rig.spawn(self.node, argv(self.version, self.node, self.lab.vip, self.timers),
@@ -107,6 +109,10 @@ class KubeVipNode:
         return found
 
     def saw_leader(self) -> bool:
-        """It has talked to the API server and knows who leads (a new-leader or acquired line in its log)."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """The current process has talked to the API server and knows who leads (a new-leader or acquired line)."""
+        if not self.log_path.exists():
+            return False
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            text = log.read().decode(errors="replace")
         return any(mark in text for mark in ("New leader", "successfully acquired lease", "assuming leadership"))

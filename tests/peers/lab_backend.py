@@ -70,6 +70,15 @@ class RealApiBackend:
         assert self.proxy is not None
         self.proxy.clear_fault(node)
 
+    def request_counts_by_verb(self) -> dict[str, dict[str, int]]:
+        """Requests per node and HTTP method (get, post, put, ...) as the proxy saw them."""
+        assert self.proxy is not None
+        return self.proxy.requests.by_verb()
+
+    def reset_request_counts(self) -> None:
+        assert self.proxy is not None
+        self.proxy.requests.reset()
+
     def stop(self) -> None:
         if self._thread is not None:
             self._thread.stop()
