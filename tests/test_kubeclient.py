@@ -67,6 +67,48 @@ def test_super_admin_is_used_only_while_admin_is_refused(api: EmulatorThread, tm
         elector.stop()
 
 
+def test_kubeadm_bootstrap_on_a_real_api_server(real_api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `kubeadm init` >= 1.29 really does: admin.conf's group has no binding (403 from RBAC) until kubeadm creates
+    the `kubeadm:cluster-admins` ClusterRoleBinding; the manager leads through super-admin.conf meanwhile and
+    moves to admin.conf once the binding exists."""
+    from kubernetes import client
+
+    from tests.peers.apiserver import ADMIN_TOKEN, KUBEADM_ADMIN_TOKEN
+
+    monkeypatch.setattr(kubeclient, "RECHECK_SECONDS", 0.2)
+    admin = real_api.write_kubeconfig(tmp_path / "admin.conf", KUBEADM_ADMIN_TOKEN)
+    bootstrap = real_api.write_kubeconfig(tmp_path / "super-admin.conf", ADMIN_TOKEN)
+    selector = kubeclient.build_api_client(_config(admin, bootstrap, ["--leaseName", "kubeadm-bootstrap-lease"]))
+    assert isinstance(selector, kubeclient.ApiClientSelector)
+    assert ADMIN_TOKEN in _identity_of(selector)
+    leading: list[float] = []
+    elector = Elector(LeaseLock(selector, "kube-system", "kubeadm-bootstrap-lease"), "n1", Timers(2, 1.5, 0.4),
+                      Callbacks(on_started_leading=lambda: leading.append(time.monotonic())))
+    binding = client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name="kubeadm:cluster-admins"),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"),
+        subjects=[client.RbacV1Subject(api_group="rbac.authorization.k8s.io", kind="Group",
+                                       name="kubeadm:cluster-admins")])
+    elector.start()
+    with real_api.client() as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        try:
+            deadline = time.monotonic() + 10
+            while not leading and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert leading, "the elector could not lead through super-admin.conf"
+            rbac.create_cluster_role_binding(binding)  # the last step of kubeadm init
+            deadline = time.monotonic() + 10
+            while KUBEADM_ADMIN_TOKEN not in _identity_of(selector) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert KUBEADM_ADMIN_TOKEN in _identity_of(selector)
+            time.sleep(1.0)
+            assert elector.is_leader and len(leading) == 1  # renewals go through admin.conf, without a break
+        finally:
+            elector.stop()
+            rbac.delete_cluster_role_binding("kubeadm:cluster-admins")
+
+
 def test_joining_node_without_super_admin_uses_admin(api: EmulatorThread, tmp_path: Path) -> None:
     admin = write_kubeconfig(tmp_path / "admin.conf", api.urls[0], "tok-admin")
     client = kubeclient.build_api_client(_config(admin, tmp_path / "absent.conf"))

@@ -3,14 +3,23 @@ a graceful hand-over, and the token never appears in any output."""
 
 from __future__ import annotations
 
+import pytest
+
+from kubevip_metal.lab.api_backend import ApiBackend
 from kubevip_metal.lab.cluster import METAL_TOKEN, LabCluster
 from tests.rig_support import require_rig
 from tests.waiting import wait_for
 
 
-def test_elastic_ip_follows_the_leader() -> None:
+@pytest.mark.parametrize("api", ["emulator", "kube-apiserver"])
+def test_elastic_ip_follows_the_leader(api: str, request: pytest.FixtureRequest) -> None:
     require_rig()
-    with LabCluster(timers=(2, 1.5, 0.4), metal=True) as lab:
+    backend: ApiBackend | None = None
+    if api == "kube-apiserver":
+        from tests.peers.lab_backend import RealApiBackend
+
+        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    with LabCluster(timers=(2, 1.5, 0.4), metal=True, api=backend) as lab:
         for node in lab.nodes:
             lab.start(node)
         wait_for(lambda: bool(lab.lease_holder()) and lab.eip_holders() == [lab.lease_holder()]

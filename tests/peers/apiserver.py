@@ -29,6 +29,9 @@ from tests.peers.pki import Pki, make_pki
 PEERS_DIR = Path(os.environ.get("KVM_PEERS_DIR", "/var/cache/kube-vip-metal/peers"))
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
 ADMIN_TOKEN = "admin-token-for-tests-only"
+# kubeadm >= 1.29's admin.conf identity: group kubeadm:cluster-admins, which kubeadm binds to cluster-admin only at
+# the end of `kubeadm init` (until then only super-admin.conf, in system:masters, works)
+KUBEADM_ADMIN_TOKEN = "kubeadm-admin-token-for-tests-only"
 RIG_ROUTER = ("198.51.100.1", "2001:db8:100::1")  # the rig's router, where the fault proxy listens for the nodes
 
 
@@ -84,7 +87,8 @@ class RealApiServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pki = make_pki(self.workdir / "pki", self.addresses)
         tokens = self.workdir / "tokens.csv"
-        lines = [f'{ADMIN_TOKEN},admin,admin,"system:masters"']
+        lines = [f'{ADMIN_TOKEN},admin,admin,"system:masters"',
+                 f'{KUBEADM_ADMIN_TOKEN},kubernetes-admin,kubernetes-admin,"kubeadm:cluster-admins"']
         lines += [f'{node_token(n)},system:node:{n},node-{n},"system:nodes"' for n in self.nodes]
         tokens.write_text("\n".join(lines) + "\n")
         tokens.chmod(0o600)
