@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import tenacity
 
@@ -77,12 +78,15 @@ class LeaseLock:
     def describe(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    def _call(self, method: Callable[..., Any], *args: Any, timeout: float, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, method: Callable[..., Any], *args: Any, timeout: float | None, **kwargs: Any) -> dict[str, Any]:
+        """`method(*args)` with the timeout (None: `method` applies its own), errors mapped to lock errors."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        if timeout is not None:
+            kwargs.update(_request_timeout=timeout, _preload_content=False)
         try:
-            response = method(*args, _request_timeout=timeout, _preload_content=False, **kwargs)
+            response = method(*args, **kwargs)
             doc: dict[str, Any] = json.loads(response.data)
             return doc
         except ApiException as exc:
@@ -93,6 +97,29 @@ class LeaseLock:
             raise LockUnavailable(f"{self.describe()}: HTTP {exc.status} {exc.reason}") from None
         except (HTTPError, OSError, ValueError) as exc:
             raise LockUnavailable(f"{self.describe()}: {type(exc).__name__}") from None
+
+    def _write(self, verb: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """POST (create) or PUT (update) `body` exactly as given. The generated methods would first turn it into a
+        V1Lease model, whose datetimes serialise without the six fractional digits a MicroTime needs whenever the
+        microsecond is 0: the real API server answers that with 400, once in a million renewals."""
+        from kubernetes.client.exceptions import ApiException
+
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self.namespace)}/leases"
+        if verb == "PUT":
+            path += f"/{quote(self.name)}"
+        api_client = self._client_for()
+
+        def send() -> Any:
+            method, url, headers, data, _ = api_client.param_serialize(
+                verb, path, header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                body=body, auth_settings=["BearerToken"])
+            response = api_client.call_api(method, url, header_params=headers, body=data, _request_timeout=timeout)
+            response.read()
+            if not 200 <= response.status < 300:
+                raise ApiException(status=response.status, reason=response.reason)
+            return response
+
+        return self._call(send, timeout=None)
 
     def get(self, timeout: float) -> tuple[LeaderRecord, str] | None:
         from kubernetes.client.exceptions import ApiException
@@ -110,7 +137,7 @@ class LeaseLock:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            lease = self._call(self._api.create_namespaced_lease, self.namespace, body, timeout=timeout)
+            lease = self._write("POST", body, timeout)
         except ApiException as exc:  # pragma: no cover - 404 on create means the namespace is missing
             raise LockUnavailable(f"{self.describe()}: HTTP {exc.status} {exc.reason}") from None
         self._last = lease
@@ -124,7 +151,7 @@ class LeaseLock:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            lease = self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body, timeout=timeout)
+            lease = self._write("PUT", body, timeout)
         except ApiException as exc:  # 404: deleted under us; the next get() recreates it
             raise LockConflict(f"{self.describe()}: HTTP {exc.status}") from None
         self._last = lease

@@ -11,41 +11,61 @@ Honoured:
 - Namespaces, Nodes, Services, Secrets, ConfigMaps, Events (v1), Leases (coordination.k8s.io/v1), EndpointSlices
   (discovery.k8s.io/v1), Events (events.k8s.io/v1), all from one table (`kubeapi_resources`); four namespaces
   exist from the start (default, kube-node-lease, kube-public, kube-system);
-- create (uid, creationTimestamp, resourceVersion, generation=1, namespace from the URL, generateName),
-  get, list, update (PUT), patch (JSON patch, merge patch; strategic merge patch as a merge patch that also
-  knows `$patch: replace|delete` on maps), delete (a Status, or the object for Services and Namespaces, as the real
-  server answers), finalizers (delete marks deletionTimestamp; the object goes when the last finalizer does),
-  DeleteOptions preconditions (uid, resourceVersion);
+- create (uid, creationTimestamp, resourceVersion, namespace from the URL, generateName; metadata.generation only
+  for the kinds that keep one, EndpointSlices here), get, list, update (PUT), patch (JSON patch, merge patch;
+  strategic merge patch as a merge patch that also knows `$patch: replace|delete` on maps), delete (a Status, or the
+  object for Services and Namespaces, as the real server answers; a Namespace's answer is marked Terminating),
+  finalizers (delete marks deletionTimestamp; the object goes when the last finalizer does), DeleteOptions
+  preconditions (uid, resourceVersion);
+- a PUT of a missing Lease, Service or Event creates it (201), as their registries allow; other kinds answer 404;
 - one global, monotonic resourceVersion (etcd's revision); 409 Conflict when a PUT or PATCH carries a stale
-  resourceVersion; a PUT without one is unconditional; a no-op write keeps the resourceVersion;
-- the status subresource: writes to the object keep the stored status, writes to `/status` change only the status;
-  create sets the server's own initial status for Services (empty loadBalancer) and Namespaces (phase Active);
-  metadata.generation increments when anything but metadata (and status) changes;
-- label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`) and field selectors (`metadata.name`,
-  `metadata.namespace`, a few per-resource fields; `=`, `==`, `!=`) on list and watch;
+  resourceVersion; a PUT without one is unconditional, except for Leases (422, "must be specified for an update");
+  a no-op write keeps the resourceVersion;
+- the status subresource: writes to the object keep the stored status; writes to `/status` change the status and
+  the metadata (labels, annotations, finalizers), never the spec; create sets the server's own initial status for
+  Services (empty loadBalancer) and Namespaces (phase Active);
+- the typed fields leader election lives on (`kubeapi_schema`): a Lease's spec and an Event's eventTime are decoded
+  as the real server does (400 for a wrong JSON type; MicroTime must be RFC 3339 with exactly six fractional digits
+  and is stored in UTC) and validated (leaseDurationSeconds > 0, leaseTransitions >= 0: 422);
+- label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`; empty `in ()` sets) and field selectors
+  (`metadata.name`, `metadata.namespace`, a few per-resource fields; `=`, `==`, `!=`) on list and watch;
 - list at a resourceVersion with resourceVersionMatch=Exact (rebuilt from the history; 410 when too old);
 - watch (`?watch=true`, and the legacy `/watch/` paths): from a resourceVersion (replay of the kept history), or
   from now with synthetic ADDED events (resourceVersion unset or "0"); objects entering or leaving a selector are
-  seen as ADDED or DELETED; `timeoutSeconds`; BOOKMARK events with `allowWatchBookmarks`; an ERROR event carrying
-  a 410 Expired Status when the resourceVersion is older than the kept history (`history` events, global);
-- Status objects (kind Status, reason, code, details) worded as the real server's for every error;
-- bearer tokens mapped to identities (401 otherwise), and per-identity faults: latency, an outage that hangs
+  seen as ADDED or DELETED; `timeoutSeconds`; with `allowWatchBookmarks`, BOOKMARK events every
+  `bookmark_interval` and 2 s before the timeout, once the revision has moved past the watch's start; an ERROR
+  event carrying a 410 Expired Status when the resourceVersion is older than the kept history (`history` writes,
+  global) or than `compact()`, worded per kind as the real server (its watch cache, or etcd for Events);
+- Status objects (kind Status, reason, code, details) worded as the real server's (label selector parse errors
+  excepted: the same code and reason, the emulator's own text);
+- bearer tokens mapped to identities (401 for an unknown token; no token is system:anonymous, 403 but for the
+  public paths), and per-identity faults: latency, an outage that hangs
   (requests go unanswered and open watches silent until it ends; a request the client gave up on is never
   served) or refuses (connections closed without an answer, open watches cut), the next N requests failing with
   429 (Retry-After) or 5xx; set from Python or over HTTP under `/_emulator/` (no token; disabled with
   `control=False`); request counts per identity and verb.
 
-Not emulated:
-- authorization (RBAC) beyond `forbid(identity)` (403 on everything, as before kubeadm binds admin.conf's group),
-  authentication beyond "this token is this identity", TLS, impersonation;
+Not emulated (and where the real server differs; tests/test_api_contract.py runs the shared behaviour on both):
+- authorization (RBAC) beyond `forbid(identity)` (403 on resource requests, as before kubeadm binds admin.conf's
+  group) and anonymous requests, authentication beyond "this token is this identity", TLS, impersonation;
 - admission (no NamespaceLifecycle: objects may be created in a namespace that does not exist; no quotas, no
-  webhooks); namespace deletion removes the namespace at once and leaves its objects;
-- defaulting and validation beyond the name and the shape of labels, annotations and finalizers (no clusterIP
-  or nodePort allocation, no schema: unknown fields are stored as sent), no conversion between the two Event
-  APIs (they are separate stores);
-- strategic merge patch list semantics (merge keys such as a container's `name`): lists are replaced whole;
-  server-side apply (`application/apply-patch+yaml` is answered 415) and managedFields / field managers;
-- PUT of a missing object creates it on the real server for some types (Events); here it is always 404;
+  webhooks); namespace deletion removes the namespace at once and leaves its objects (the real server keeps it
+  Terminating until the namespace controller has emptied it: forever without a controller-manager);
+- defaulting and validation beyond the name, labels, annotations, finalizers and the typed fields above (no
+  clusterIP, nodePort or ipMode for Services, no default ports, protocols or Secret type, no Node taints, no
+  `kubernetes.io/metadata.name` label or `kubernetes` finalizer on Namespaces; unknown fields are stored as sent,
+  where the real server drops them); no conversion between the two Event APIs (separate stores here; one storage
+  on the real server, where a name taken in one API is taken in the other);
+- strategic merge patch list semantics (merge keys such as a container's `name` or a port's `port`): lists are
+  replaced whole; server-side apply (`application/apply-patch+yaml` is answered 415) and managedFields / field
+  managers; JSON patch is strict RFC 6902, where the real server's also takes an `add` without a value, a path
+  without its leading "/" and a `replace` of a missing member;
+- history: one global log of the last `history` writes, cut by `compact()`. The real server watches every kind but
+  Events from a per-kind watch cache that keeps all events since it started until it fills (it grows while its
+  events are under 75 s old, up to 100 Ki); etcd's compaction, every 5 minutes, reaches Events directly and the
+  others only when their watch cache lets go. So on a young real server a watch from an old resourceVersion ("1"
+  included) replays where the emulator may answer 410; a BOOKMARK carries the global revision here, that kind's
+  latest revision there;
 - dryRun (refused with 400 rather than silently persisted), pagination (`limit`/`continue` are ignored: a list is
   one page, as the real server's watch cache also answers), protobuf/CBOR/YAML encodings, aggregated discovery,
   deletecollection, graceful deletion periods, garbage collection (ownerReferences), `sendInitialEvents`
@@ -174,6 +194,16 @@ def _seconds(query: Mapping[str, str], name: str) -> int | None:
     return int(value) or None
 
 
+def _field_not_supported(path: str) -> str:
+    """How the real server refuses a field selector on a kind with field selectors of its own (core kinds)."""
+    return f"field label not supported: {path}"
+
+
+def _not_a_known_field(path: str) -> str:
+    """How the real server refuses a field selector on a kind without field selectors of its own."""
+    return f'"{path}" is not a known field selector: only "metadata.name", "metadata.namespace"'
+
+
 def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -190,14 +220,18 @@ def _media_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
-async def _read_json(request: web.Request) -> Any:
+async def _read_json(request: web.Request, r: ResourceDef | None = None) -> Any:
+    """The request's JSON body; `r` names the kind an object body must be (a patch is not an object)."""
     raw = await request.read()
     if not raw:
         raise st.bad_request("the request body is empty")
     try:
         return json.loads(raw)
     except ValueError as exc:
-        raise st.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+        if r is None:
+            raise st.bad_request(f"error decoding patch: {exc}") from exc
+        raise st.bad_request(f"the object provided is unrecognized (must be of type {r.kind}): couldn't get "
+                             f"version/kind; json parse error: {exc}") from exc
 
 
 def _url(sock: socket.socket) -> str:
@@ -311,8 +345,9 @@ class KubeApiEmulator:
     # --- Python control (any thread) ---------------------------------------------------------------------------
 
     def forbid(self, identity: str) -> None:
-        """Answer 403 Forbidden to every API request of `identity` (authenticated, no rights yet: kubeadm's
-        admin.conf before `kubeadm init` has bound its group), until `allow`."""
+        """Answer 403 Forbidden to every resource request of `identity` (authenticated, no rights yet: kubeadm's
+        admin.conf before `kubeadm init` has bound its group), until `allow`; discovery stays open, as RBAC's
+        system:discovery role keeps it for every authenticated user."""
         self._forbidden.add(identity)
 
     def allow(self, identity: str) -> None:
@@ -342,6 +377,13 @@ class KubeApiEmulator:
         if r is None:
             raise KeyError(f"not a served resource: {group_version_resource!r} (one of {', '.join(res.BY_KEY)})")
         return self._store.snapshot(r, namespace if r.namespaced else None, name)
+
+    def compact(self) -> int:
+        """Forget the history before the current revision, as the real server's periodic etcd compaction does: a watch
+        or an exact list from an older resourceVersion is then 410 Gone. Returns the revision kept; any thread."""
+        revision = self._store.compact()
+        log.info("emulator.compacted", revision=revision)
+        return revision
 
     def request_counts(self) -> dict[str, int]:
         """Requests per identity, every request that presented a valid token (faulted ones included)."""
@@ -403,7 +445,7 @@ class KubeApiEmulator:
     # --- the API -----------------------------------------------------------------------------------------------
 
     def _identity(self, request: web.Request) -> str | None:
-        """The caller's identity; None for an anonymous caller of a public path; 401 otherwise."""
+        """The caller's identity; None for an anonymous caller (no token); 401 for a token nobody has."""
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         if self._tokens is None:
@@ -413,9 +455,15 @@ class KubeApiEmulator:
             if identity is None:
                 raise st.unauthorized()
             return identity
-        if request.path in _PUBLIC_PATHS:
-            return None
-        raise st.unauthorized()
+        return None
+
+    @staticmethod
+    def _denied(user: str, request: web.Request, route: Route | None) -> ApiError:
+        """403 worded as RBAC words it for `user` and this request."""
+        if route is None or route.resource is None:
+            return st.forbidden_path(user, request.method, request.path)
+        return st.forbidden(user, _verb(request.method, route, request.query), route.resource, route.namespace,
+                            route.name, route.subresource)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         route = parse_route(request.path)
@@ -423,13 +471,17 @@ class KubeApiEmulator:
             identity = self._identity(request)
         except ApiError as err:
             return _error_response(err)
+        if identity is None and request.path not in _PUBLIC_PATHS:
+            # Anonymous requests are authenticated as system:anonymous, which RBAC grants nothing but the public
+            # paths (kube-apiserver's default --anonymous-auth=true).
+            return _error_response(self._denied(ANONYMOUS, request, route))
         if identity is not None:
             self._requests.record(identity, _verb(request.method, route, request.query))
             faulted = await self._injected(request, identity)
             if faulted is not None:
                 return faulted
-            if identity in self._forbidden and route is not None:
-                return _error_response(st.forbidden(identity, request.method, request.path))
+            if identity in self._forbidden and route is not None and route.resource is not None:
+                return _error_response(self._denied(identity, request, route))
         try:
             if request.path in _HEALTH_PATHS:
                 return web.Response(text="ok")
@@ -495,7 +547,7 @@ class KubeApiEmulator:
             if method == "POST" and (route.namespace is not None or not r.namespaced):
                 self._refuse_dry_run(query)
                 self._require_json(request)
-                created = self._store.create(r, route.namespace or "", await _read_json(request))
+                created = self._store.create(r, route.namespace or "", await _read_json(request, r))
                 return _json_response(created, 201)
             raise st.method_not_allowed(method)
         assert route.name is not None
@@ -505,12 +557,13 @@ class KubeApiEmulator:
         self._refuse_dry_run(query)
         if method == "PUT":
             self._require_json(request)
-            body = await _read_json(request)
-            return _json_response(self._store.update(r, namespace, route.name, body, route.subresource))
+            body = await _read_json(request, r)
+            updated, made = self._store.update(r, namespace, route.name, body, route.subresource)
+            return _json_response(updated, 201 if made else 200)
         if method == "PATCH":
             patch_type = _media_type(request)
             if patch_type not in PATCH_TYPES:
-                raise st.unsupported_media_type(patch_type)
+                raise st.unsupported_patch_type()
             body = await _read_json(request)
             return _json_response(self._store.patch(r, namespace, route.name, patch_type, body, route.subresource))
         if method == "DELETE" and route.subresource is None:
@@ -532,9 +585,10 @@ class KubeApiEmulator:
     @staticmethod
     def _selectors(r: ResourceDef, query: Mapping[str, str]) -> tuple[LabelSelector, FieldSelector]:
         allowed = {"metadata.name", "metadata.namespace", *r.extra_fields}
+        unknown = _field_not_supported if r.extra_fields else _not_a_known_field
         try:
             return (LabelSelector.parse(query.get("labelSelector")),
-                    FieldSelector.parse(query.get("fieldSelector"), allowed.__contains__))
+                    FieldSelector.parse(query.get("fieldSelector"), allowed.__contains__, unknown))
         except SelectorError as exc:
             raise st.bad_request(str(exc)) from exc
 
@@ -547,7 +601,7 @@ class KubeApiEmulator:
     def _require_json(request: web.Request) -> None:
         media = _media_type(request)
         if media not in ("", "application/json"):
-            raise st.unsupported_media_type(media)
+            raise st.unsupported_media_type()
 
     async def _delete_options(self, request: web.Request) -> dict[str, Any]:
         if not request.can_read_body:
@@ -579,6 +633,7 @@ class KubeApiEmulator:
                                                "Cache-Control": "no-cache, private"})
         try:
             initial, watcher = self._store.watch(r, route.namespace, labels, fields, query.get("resourceVersion"))
+            registered_at = self._store.revision
         except ApiError as err:
             if err.code != 410:
                 raise
@@ -590,7 +645,7 @@ class KubeApiEmulator:
         self._watches.add(stream)
         try:
             await response.prepare(request)
-            await self._pump(response, stream, r, initial, timeout, bookmarks)
+            await self._pump(response, stream, r, initial, timeout, bookmarks, registered_at)
             await response.write_eof()
         except ConnectionError:
             pass  # the client went away, or a "refuse" fault cut it
@@ -599,14 +654,24 @@ class KubeApiEmulator:
             self._store.unwatch(watcher)
         return response
 
+    def _next_bookmark(self, now: float, deadline: float | None) -> float | None:
+        """When the next BOOKMARK is due: every `bookmark_interval`, and 2 s before the watch's timeout (as the real
+        server's cacher: "right before the watcher timeout"); None when the watch ends first."""
+        due = now + self._bookmark_interval
+        if deadline is not None:
+            due = min(due, deadline - 2.0)
+        return due if due >= now else None
+
     async def _pump(self, response: web.StreamResponse, stream: _WatchStream, r: ResourceDef,
-                    initial: list[tuple[str, dict[str, Any]]], timeout: int | None, bookmarks: bool) -> None:
+                    initial: list[tuple[str, dict[str, Any]]], timeout: int | None, bookmarks: bool,
+                    registered_at: int) -> None:
         loop = asyncio.get_running_loop()
         assert self._stopping is not None
         pending = list(initial)
         queue = stream.watcher.queue
-        deadline = loop.time() + timeout if timeout else None
-        next_bookmark = loop.time() + self._bookmark_interval if bookmarks else None
+        began = loop.time()
+        deadline = began + timeout if timeout else None
+        next_bookmark = self._next_bookmark(began, deadline) if bookmarks else None
         while not self._stopping.is_set():
             fault = self._faults.get(stream.identity)
             if fault is not None and fault.outage is Outage.HANG:
@@ -621,10 +686,11 @@ class KubeApiEmulator:
             if next_bookmark is not None and now >= next_bookmark:
                 while not queue.empty():  # every event up to the bookmark's revision goes out before it
                     self._translate(stream, queue.get_nowait(), pending)
-                bookmark = {"kind": r.kind, "apiVersion": r.api_version,
-                            "metadata": {"resourceVersion": str(self._store.revision)}}
-                pending.append(("BOOKMARK", bookmark))
-                next_bookmark = now + self._bookmark_interval
+                if self._store.revision > registered_at:  # the real server has nothing to tell before that
+                    bookmark = {"kind": r.kind, "apiVersion": r.api_version,
+                                "metadata": {"resourceVersion": str(self._store.revision)}}
+                    pending.append(("BOOKMARK", bookmark))
+                next_bookmark = self._next_bookmark(now, deadline)
                 continue
             waits = [t - now for t in (deadline, next_bookmark) if t is not None]
             await self._collect(stream, pending, min(waits) if waits else None)

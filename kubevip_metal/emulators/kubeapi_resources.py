@@ -46,8 +46,19 @@ class ResourceDef:
     delete_returns_object: bool = False
     # Status the server itself sets on create (Services start with an empty load balancer status).
     create_status: dict[str, Any] | None = None
+    # Status of the object a DELETE answers while it terminates (Namespaces: phase Terminating).
+    delete_status: dict[str, Any] | None = None
     # Fields a field selector may name besides metadata.name and metadata.namespace.
     extra_fields: tuple[str, ...] = field(default=())
+    # metadata.generation is kept (1 on create, +1 per spec change) only by some kinds' registries.
+    has_generation: bool = False
+    # A PUT of a missing object creates it (the registry's AllowCreateOnUpdate): Leases, Services, Events.
+    create_on_update: bool = False
+    # A PUT without metadata.resourceVersion is accepted (AllowUnconditionalUpdate); Leases refuse it with 422.
+    unconditional_update: bool = True
+    # Served from the watch cache on the real server; Events are watched straight from etcd (no watch cache), which
+    # words a compacted resourceVersion differently.
+    watch_cache: bool = True
 
     @property
     def api_version(self) -> str:
@@ -78,18 +89,23 @@ _EVENT_FIELDS = ("involvedObject.kind", "involvedObject.name", "involvedObject.n
 
 RESOURCES: tuple[ResourceDef, ...] = (
     ResourceDef("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",), has_status=True,
-                delete_returns_object=True, create_status={"phase": "Active"}, extra_fields=("status.phase",)),
+                delete_returns_object=True, create_status={"phase": "Active"}, delete_status={"phase": "Terminating"},
+                extra_fields=("status.phase",)),
     ResourceDef("", "v1", "nodes", "Node", namespaced=False, short_names=("no",), has_status=True,
                 extra_fields=("spec.unschedulable",)),
     ResourceDef("", "v1", "services", "Service", namespaced=True, short_names=("svc",), has_status=True,
-                delete_returns_object=True, create_status={"loadBalancer": {}}, extra_fields=("spec.type",)),
+                delete_returns_object=True, create_status={"loadBalancer": {}}, extra_fields=("spec.type",),
+                create_on_update=True),
     ResourceDef("", "v1", "secrets", "Secret", namespaced=True, extra_fields=("type",)),
     ResourceDef("", "v1", "configmaps", "ConfigMap", namespaced=True, short_names=("cm",)),
-    ResourceDef("", "v1", "events", "Event", namespaced=True, short_names=("ev",), extra_fields=_EVENT_FIELDS),
-    ResourceDef("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
-    ResourceDef("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced=True),
+    ResourceDef("", "v1", "events", "Event", namespaced=True, short_names=("ev",), extra_fields=_EVENT_FIELDS,
+                create_on_update=True, watch_cache=False),
+    ResourceDef("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True, create_on_update=True,
+                unconditional_update=False),
+    ResourceDef("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced=True, has_generation=True),
     ResourceDef("events.k8s.io", "v1", "events", "Event", namespaced=True, short_names=("ev",),
-                extra_fields=("regarding.kind", "regarding.name", "regarding.namespace", "reason", "type")),
+                extra_fields=("regarding.kind", "regarding.name", "regarding.namespace", "reason", "type"),
+                create_on_update=True, watch_cache=False),
 )
 
 BY_KEY: dict[str, ResourceDef] = {r.key: r for r in RESOURCES}

@@ -80,9 +80,8 @@ class LabelSelector:
 def _parse_requirement(part: str) -> Requirement:
     if m := _SET.match(part):
         values = [v.strip() for v in m["values"].split(",")]
-        if values == [""]:
-            raise SelectorError(f"unable to parse requirement: for 'in', 'notin' operators, values set can't be "
-                                f"empty: {part.strip()!r}")
+        if values == [""]:  # accepted by the real server: `in ()` matches nothing, `notin ()` everything
+            return Requirement(m["key"], m["op"])
         if any(not _VALUE_ONLY.match(v) for v in values):
             raise SelectorError(f"unable to parse requirement: invalid label value in {part.strip()!r}")
         return Requirement(m["key"], m["op"], frozenset(values))
@@ -112,7 +111,9 @@ class FieldSelector:
     terms: tuple[tuple[str, bool, str], ...] = ()  # (path, equal?, value)
 
     @classmethod
-    def parse(cls, text: str | None, allowed: Callable[[str], bool]) -> FieldSelector:
+    def parse(cls, text: str | None, allowed: Callable[[str], bool],
+              unknown: Callable[[str], str] = "field label not supported: {}".format) -> FieldSelector:
+        """`allowed` tells the fields a selector may name; `unknown` words the refusal of another one."""
         if text is None or not text.strip():
             return cls()
         terms: list[tuple[str, bool, str]] = []
@@ -121,7 +122,7 @@ class FieldSelector:
             if not m:
                 raise SelectorError(f"invalid selector: {part.strip()!r}; can't understand {part.strip()!r}")
             if not allowed(m["path"]):
-                raise SelectorError(f"field label not supported: {m['path']}")
+                raise SelectorError(unknown(m["path"]))
             terms.append((m["path"], m["op"] != "!=", m["value"]))
         return cls(tuple(terms))
 

@@ -68,30 +68,63 @@ def precondition_failed(r: ResourceDef, name: str, what: str, want: str, have: s
 
 
 def invalid(r: ResourceDef, name: str, field: str, cause_reason: str, detail: str) -> ApiError:
+    return invalid_causes(r, name, [(field, cause_reason, detail)])
+
+
+def invalid_causes(r: ResourceDef, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
+    """422 Invalid for field errors (field, reason, detail); several are listed in brackets, as the real server."""
     details: dict[str, Any] = {"name": name}
     if r.group:
         details["group"] = r.group
     details["kind"] = r.kind
-    details["causes"] = [{"reason": cause_reason, "message": detail, "field": field}]
-    return ApiError(422, "Invalid", f'{r.qualified_kind} "{name}" is invalid: {field}: {detail}', details)
+    details["causes"] = [{"reason": reason, "message": detail, "field": field} for field, reason, detail in causes]
+    listed = [f"{field}: {detail}" for field, _, detail in causes]
+    text = listed[0] if len(listed) == 1 else "[" + ", ".join(listed) + "]"
+    return ApiError(422, "Invalid", f'{r.qualified_kind} "{name}" is invalid: {text}', details)
+
+
+def resource_version_required(r: ResourceDef, name: str) -> ApiError:
+    """The registry's answer to an unconditional PUT of a kind that does not allow one (Leases)."""
+    detail = "Invalid value: 0: must be specified for an update"
+    details = {**resource_details(r, name),
+               "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": "metadata.resourceVersion"}]}
+    return ApiError(422, "Invalid", f'{r.qualified} "{name}" is invalid: metadata.resourceVersion: {detail}', details)
+
+
+def cannot_decode(r: ResourceDef, error: str) -> ApiError:
+    """A body the server's decoder refuses (a field of the wrong JSON type, a malformed time)."""
+    return ApiError(400, "BadRequest", f'{r.kind} in version "{r.version}" cannot be handled as a {r.kind}: {error}')
 
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def unprocessable(message: str) -> ApiError:
+def unprocessable() -> ApiError:
     """The real server's answer to a JSON patch that cannot be applied (a failed `test`, a missing path)."""
-    return ApiError(422, "Invalid", message)
+    return ApiError(422, "Invalid", "the server rejected our request due to an error in our request", {})
 
 
 def expired(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 
 
-def forbidden(identity: str, method: str, path: str) -> ApiError:
-    """Worded as the real server's RBAC denial (without its resource breakdown)."""
-    return ApiError(403, "Forbidden", f'"{identity}" cannot {method.lower()} {path}: forbidden by the emulator')
+def forbidden(user: str, verb: str, r: ResourceDef, namespace: str | None, name: str | None,
+              subresource: str | None = None) -> ApiError:
+    """Worded as the real server's RBAC denial of a resource request."""
+    subject = f'{r.qualified} "{name}"' if name else r.qualified
+    resource = f"{r.plural}/{subresource}" if subresource else r.plural
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    details = resource_details(r, name) if name else resource_details(r, "")
+    if not name:
+        del details["name"]
+    return ApiError(403, "Forbidden", f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
+                    f'in API group "{r.group}" {scope}', details)
+
+
+def forbidden_path(user: str, method: str, path: str) -> ApiError:
+    """The real server's RBAC denial of a non-resource path (discovery, anything unknown)."""
+    return ApiError(403, "Forbidden", f'forbidden: User "{user}" cannot {method.lower()} path "{path}"', {})
 
 
 def unauthorized() -> ApiError:
@@ -108,8 +141,15 @@ def method_not_allowed(method: str) -> ApiError:
                     f"({method})")
 
 
-def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}")
+def unsupported_media_type() -> ApiError:
+    """A create or update body in a format the server does not decode."""
+    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media "
+                    "types include: application/json, application/yaml, application/vnd.kubernetes.protobuf")
+
+
+def unsupported_patch_type() -> ApiError:
+    """A PATCH whose Content-Type is not a patch format the server (or here, the emulator) applies."""
+    return ApiError(415, "UnsupportedMediaType", "415: Unsupported Media Type", {})
 
 
 def internal_error(message: str) -> ApiError:

@@ -16,11 +16,11 @@ import secrets
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubevip_metal.emulators import kubeapi_schema as schema
 from kubevip_metal.emulators import kubeapi_status as st
 from kubevip_metal.emulators.kubeapi_patch import (
     PatchError,
@@ -203,12 +203,21 @@ class Store:
                         initial.append(("ADDED", obj))
             else:
                 if requested < self._compacted:
-                    raise st.expired(f"too old resource version: {requested} ({self._compacted + 1})")
+                    raise st.expired(f"too old resource version: {requested} ({self._compacted})" if r.watch_cache
+                                     else "The resourceVersion for the provided watch is too old.")
                 for event in self._history:
                     if event.revision > requested and (seen := watcher.translate(event)) is not None:
                         initial.append(seen)
             self._watchers.add(watcher)
         return initial, watcher
+
+    def compact(self) -> int:
+        """Forget every write before the current revision, as etcd's compaction does; return that revision."""
+        with self._lock:
+            while self._history and self._history[0].revision < self._revision:
+                self._history.popleft()
+            self._compacted = max(self._compacted, self._revision - 1)
+            return self._revision
 
     def unwatch(self, watcher: Watcher) -> None:
         with self._lock:
@@ -229,11 +238,15 @@ class Store:
                                  "Required value: name or generateName is required")
             meta["name"] = prefix + "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
         _check_name(r, meta["name"])
+        schema.validate(r, obj)
         for server_only in ("managedFields", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(server_only, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
-        meta["generation"] = 1
+        if r.has_generation:
+            meta["generation"] = 1
+        else:
+            meta.pop("generation", None)
         if r.create_status is not None:
             obj["status"] = copy.deepcopy(r.create_status)
         with self._lock:
@@ -242,12 +255,23 @@ class Store:
                 raise st.already_exists(r, meta["name"])
             return self._write(r, key, obj, None, "ADDED")
 
-    def update(self, r: ResourceDef, namespace: str, name: str, body: Any, subresource: str | None) -> dict[str, Any]:
-        """PUT: unconditional unless the body carries a resourceVersion, which must then be the stored one."""
+    def update(self, r: ResourceDef, namespace: str, name: str, body: Any,
+               subresource: str | None) -> tuple[dict[str, Any], bool]:
+        """PUT: conditional on the body's resourceVersion if it has one (some kinds require one); a missing object is
+        created for the kinds that allow it. Returns the object and whether it was created."""
         incoming = _checked_body(r, body)
         with self._lock:
+            old = self._objects.get((r.key, namespace, name))
+        if old is None and r.create_on_update and subresource is None:
+            meta = incoming["metadata"]
+            if meta.get("name") not in (None, "", name):
+                raise _name_mismatch(meta.get("name"), name)
+            meta["name"] = name
+            meta.pop("resourceVersion", None)
+            return self.create(r, namespace, incoming), True
+        with self._lock:
             old = self.get(r, namespace, name)
-            return self._apply_update(r, namespace, name, old, incoming, subresource)
+            return self._apply_update(r, namespace, name, old, incoming, subresource), False
 
     def patch(self, r: ResourceDef, namespace: str, name: str, patch_type: str, patch: Any,
               subresource: str | None) -> dict[str, Any]:
@@ -255,18 +279,18 @@ class Store:
         with self._lock:
             old = self.get(r, namespace, name)
             base = copy.deepcopy(old)
-            try:
-                if patch_type == JSON_PATCH:
-                    patched = json_patch(base, patch)
-                elif patch_type == MERGE_PATCH:
-                    patched = _merge(base, patch, merge_patch)
-                else:
-                    patched = _merge(base, patch, strategic_merge_patch)
-            except PatchFormatError as exc:
-                raise st.bad_request(str(exc)) from exc
-            except PatchError as exc:
-                raise st.unprocessable(f"the server rejected our request due to an error in our request: {exc}") \
-                    from exc
+            if patch_type == JSON_PATCH:
+                operations = _json_patch_operations(patch)
+                try:
+                    patched = json_patch(base, operations)
+                except (PatchFormatError, PatchError):
+                    raise st.unprocessable() from None
+            elif patch_type == MERGE_PATCH:
+                patched = merge_patch(base, _patch_map(patch, "error decoding patch: "))
+            else:
+                patched = strategic_merge_patch(base, _patch_map(patch, ""))
+            if isinstance(patched, dict) and isinstance(patched.get("metadata"), dict):
+                patched["metadata"].setdefault("resourceVersion", old["metadata"]["resourceVersion"])
             return self._apply_update(r, namespace, name, old, _checked_body(r, patched), subresource)
 
     def delete(self, r: ResourceDef, namespace: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +310,11 @@ class Store:
                 marked["metadata"]["deletionTimestamp"] = now_rfc3339()
                 marked["metadata"]["deletionGracePeriodSeconds"] = 0
                 return self._write(r, (r.key, namespace, name), marked, old, "MODIFIED")
-            last = self._remove(r, (r.key, namespace, name), old, old)
+            final = old
+            if r.delete_status is not None:  # what the object looks like once its deletion has begun
+                final = {**old, "metadata": {**meta, "deletionTimestamp": now_rfc3339()},
+                         "status": copy.deepcopy(r.delete_status)}
+            last = self._remove(r, (r.key, namespace, name), final, old)
         if r.delete_returns_object:
             return last
         details = st.resource_details(r, name, uid=meta.get("uid"))
@@ -297,34 +325,36 @@ class Store:
         meta_in = incoming["metadata"]
         _settle_namespace(r, namespace, meta_in)
         if meta_in.get("name") != name:
-            raise st.bad_request(f"the name of the object ({meta_in.get('name') or ''}) does not match the name "
-                                 f"on the URL ({name})")
+            raise _name_mismatch(meta_in.get("name"), name)
         wanted_rv = meta_in.get("resourceVersion")
+        if not wanted_rv and not r.unconditional_update:
+            raise st.resource_version_required(r, name)
         if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
             raise st.conflict(r, name)
-        if subresource == "status":
-            new = copy.deepcopy(old)
-            if "status" in incoming:
-                new["status"] = incoming["status"]
+        new = incoming
+        meta = new["metadata"]
+        for system in _SYSTEM_META:
+            if system in old["metadata"]:
+                meta[system] = old["metadata"][system]
             else:
-                new.pop("status", None)
+                meta.pop(system, None)
+        meta.pop("managedFields", None)
+        meta.pop("selfLink", None)
+        if subresource == "status":
+            # The status subresource writes the status and the metadata; everything else stays as stored.
+            status = new.get("status")
+            new = {**{k: v for k, v in old.items() if k not in ("metadata", "status")}, "metadata": meta}
+            if status is not None:
+                new["status"] = status
         else:
-            new = incoming
-            meta = new["metadata"]
-            for system in _SYSTEM_META:
-                if system in old["metadata"]:
-                    meta[system] = old["metadata"][system]
-                else:
-                    meta.pop(system, None)
-            meta.pop("managedFields", None)
-            meta.pop("selfLink", None)
             if r.has_status:
                 if "status" in old:
                     new["status"] = old["status"]
                 else:
                     new.pop("status", None)
-            if _content(new, r) != _content(old, r):
+            if r.has_generation and _content(new, r) != _content(old, r):
                 meta["generation"] = int(old["metadata"].get("generation", 0)) + 1
+            schema.validate(r, new)
         key = (r.key, namespace, name)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
@@ -363,10 +393,32 @@ def _list_item(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
 
 
-def _merge(base: dict[str, Any], patch: Any, apply: Callable[[Any, Any], Any]) -> Any:
+def _patch_map(patch: Any, prefix: str) -> dict[str, Any]:
+    """A merge patch must decode into a JSON object (worded as Go's decoder)."""
+    if patch is None and prefix:
+        raise st.bad_request(f"{prefix}unexpected end of JSON input")
     if not isinstance(patch, dict):
-        raise st.bad_request("a merge patch must be a JSON object")
-    return apply(base, patch)
+        raise st.bad_request(f"{prefix}json: cannot unmarshal {schema.json_type(patch)} into Go value of type "
+                             "map[string]interface {}")
+    return patch
+
+
+def _json_patch_operations(patch: Any) -> list[Any]:
+    """A JSON patch must decode into a list of objects; what they say is checked when it is applied (422)."""
+    if patch is None:
+        return []
+    if not isinstance(patch, list):
+        raise st.bad_request(f"error decoding patch: json: cannot unmarshal {schema.json_type(patch)} into Go value of "
+                             "type []handlers.jsonPatchOp")
+    for op in patch:
+        if op is not None and not isinstance(op, dict):
+            raise st.bad_request(f"error decoding patch: json: cannot unmarshal {schema.json_type(op)} into Go "
+                                 "value of type handlers.jsonPatchOp")
+    return [op or {} for op in patch]
+
+
+def _name_mismatch(given: Any, name: str) -> st.ApiError:
+    return st.bad_request(f"the name of the object ({given or ''}) does not match the name on the URL ({name})")
 
 
 def _checked_body(r: ResourceDef, body: Any) -> dict[str, Any]:
@@ -396,6 +448,7 @@ def _checked_body(r: ResourceDef, body: Any) -> dict[str, Any]:
     if finalizers is not None and not (isinstance(finalizers, list) and all(isinstance(f, str) for f in finalizers)):
         raise st.invalid(r, name, "metadata.finalizers", "FieldValueInvalid",
                          "Invalid value: must be a list of strings")
+    schema.decode(r, obj)
     return obj
 
 
