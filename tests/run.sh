@@ -5,14 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: namespaces and links (iproute2), fault levers (nftables), probes, and for the real
-# kube-apiserver its storage (etcd-server) and certificates (openssl).
+# Debian packages: namespaces and links (iproute2), fault levers (nftables), probes, and certificates for
+# the real kube-apiserver (openssl).
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends iproute2 nftables iputils-ping etcd-server openssl >/dev/null
+apt-get install -y -qq --no-install-recommends iproute2 nftables iputils-ping openssl >/dev/null
 
 # The Go test peers build from the Go module proxy, once per version, into a cache outside the clone (about
-# 8 minutes cold on 2 cores, instant when cached): kube-apiserver first, then kube-vip. They build at the lowest
+# 10 minutes cold on 2 cores, instant when cached): etcd and kube-apiserver first, then kube-vip. They build at the lowest
 # CPU priority while the Python side installs and the emulator tier runs; each later tier waits for its binary.
 builds="$(mktemp -d)"
 (

@@ -106,9 +106,7 @@ def _unique_prefix(request: pytest.FixtureRequest) -> str:
 
 def _etcd_compactor(server: RealApiServer) -> Callable[[], None]:
     """Compact the real server's etcd at its current revision through etcd's JSON gateway."""
-    argv = server._procs["etcd"].args  # the runner keeps etcd's URL only in its command line
-    assert isinstance(argv, list)
-    etcd = str(argv[argv.index("--listen-client-urls") + 1])
+    etcd = server.etcd_url
 
     def compact() -> None:
         head = requests.post(f"{etcd}/v3/kv/range", json={"key": base64.b64encode(b"/").decode()}, timeout=10)

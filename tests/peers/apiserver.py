@@ -1,5 +1,5 @@
-"""A real kube-apiserver for tests and benchmarks: Debian's etcd on loopback, the binary `build.sh` made from the Go
-module proxy, generated certificates, a token file with an admin and one identity per node.
+"""A real kube-apiserver for tests and benchmarks: etcd on loopback and kube-apiserver, both built by `build.sh` from
+the Go module proxy, generated certificates, a token file with an admin and one identity per node.
 
 No controller-manager or scheduler runs: what the daemon needs from Kubernetes is the API server itself (Leases,
 Services and their status, Nodes, watches, RBAC, admission), and everything else would only slow the tests down.
@@ -28,6 +28,7 @@ from tests.peers.pki import Pki, make_pki
 
 PEERS_DIR = Path(os.environ.get("KVM_PEERS_DIR", "/var/cache/kube-vip-metal/peers"))
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")
+ETCD_VERSION = os.environ.get("ETCD_VERSION", "v3.6.16")
 ADMIN_TOKEN = "admin-token-for-tests-only"
 # kubeadm >= 1.29's admin.conf identity: group kubeadm:cluster-admins, which kubeadm binds to cluster-admin only at
 # the end of `kubeadm init` (until then only super-admin.conf, in system:masters, works)
@@ -39,14 +40,18 @@ def apiserver_binary() -> Path:
     return PEERS_DIR / "bin" / f"kube-apiserver-{K8S_VERSION}"
 
 
+def etcd_binary() -> Path:
+    return PEERS_DIR / "bin" / f"etcd-{ETCD_VERSION}"
+
+
 def missing() -> list[str]:
     """What this machine lacks to run a real API server (empty when it can)."""
     reasons = []
-    if not os.access(apiserver_binary(), os.X_OK):
-        reasons.append(f"{apiserver_binary()} not built (run tests/peers/build.sh)")
-    for tool, package in (("etcd", "etcd-server"), ("openssl", "openssl")):
-        if shutil.which(tool) is None:
-            reasons.append(f"{tool} not installed (Debian package {package})")
+    for binary in (etcd_binary(), apiserver_binary()):
+        if not os.access(binary, os.X_OK):
+            reasons.append(f"{binary} not built (run tests/peers/build.sh apiserver)")
+    if shutil.which("openssl") is None:
+        reasons.append("openssl not installed (Debian package openssl)")
     return reasons
 
 
@@ -69,6 +74,7 @@ class RealApiServer:
         self.nodes = list(nodes)
         self.addresses = list(addresses)
         self.port = 0
+        self.etcd_url = ""  # etcd's client URL (its JSON gateway too), once started
         self.pki: Pki | None = None
         self.timings: dict[str, float] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -115,10 +121,11 @@ class RealApiServer:
         data = Path(tempfile.mkdtemp(prefix="kvm-etcd-", dir=shm if shm.is_dir() else self.workdir))
         self._etcd_data = data
         client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-        self._spawn("etcd", ["etcd", "--name", "test", "--data-dir", str(data), "--listen-client-urls", client,
-                             "--advertise-client-urls", client, "--listen-peer-urls", peer,
-                             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"test={peer}",
-                             "--log-level", "warn", "--logger", "zap"])
+        self._spawn("etcd", [str(etcd_binary()), "--name", "test", "--data-dir", str(data),
+                             "--listen-client-urls", client, "--advertise-client-urls", client,
+                             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                             "--initial-cluster", f"test={peer}", "--log-level", "warn", "--unsafe-no-fsync"])
+        self.etcd_url = client
         return client
 
     def _start_apiserver(self, etcd_url: str, tokens: Path) -> None:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build the Go test peers from the Go module proxy, once per version, into a cache outside the clone:
-# kube-apiserver (k8s.io/kubernetes, through a wrapper module) and kube-vip (tests/peers/build_kubevip.sh).
-# etcd comes from Debian's etcd-server package (tests/run.sh installs it). The product stays pure Python: these
-# binaries exist only for tests and benchmarks, and are never committed.
+# etcd and kube-apiserver (k8s.io/kubernetes), each through a wrapper module, and kube-vip
+# (tests/peers/build_kubevip.sh). The product stays pure Python: these binaries exist only for tests and
+# benchmarks, and are never committed. (Debian's etcd-server is 3.4, which kube-apiserver 1.35 only half
+# supports: no watch progress requests, so some watches fail with 500 where a real cluster's would not.)
 #
-#   usage: tests/peers/build.sh [apiserver|kube-vip|all]      (default all)
+#   usage: tests/peers/build.sh [apiserver|kube-vip|all]      (default all; apiserver includes etcd)
 #
 # The cache is $KVM_PEERS_DIR (default /var/cache/kube-vip-metal/peers); kube-vip versions are
 # $KUBEVIP_VERSIONS (default v1.0.0, the one the tests use; the failover benchmark also wants v0.7.2).
@@ -17,9 +18,33 @@ TARGET="${1:-all}"
 case "$TARGET" in apiserver|kube-vip|all) ;; *) echo "usage: $0 [apiserver|kube-vip|all]" >&2; exit 2;; esac
 CACHE="${KVM_PEERS_DIR:-/var/cache/kube-vip-metal/peers}"
 K8S="${K8S_VERSION:-v1.35.4}"             # k8s.io/kubernetes release
+ETCD="${ETCD_VERSION:-v3.6.16}"           # go.etcd.io/etcd release
 STAGING="v0.${K8S#v1.}"                   # its published staging modules: v1.35.4 -> v0.35.4
 export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=mod CGO_ENABLED=0
 mkdir -p "$CACHE/bin"
+
+etcd="$CACHE/bin/etcd-$ETCD"
+if [ "$TARGET" = kube-vip ]; then
+  :
+elif [ -x "$etcd" ]; then
+  echo "etcd $ETCD: cached ($etcd)"
+else
+  started=$(date +%s)
+  work="$(mktemp -d)"
+  # go.etcd.io/etcd/server/v3 replaces its sibling modules with local paths: pin each at the same release
+  {
+    echo "module kube-vip-metal/peers/etcd"; echo; echo "go 1.26.0"; echo "require ("
+    for module in server/v3 api/v3 client/pkg/v3 client/v3 pkg/v3; do printf '\tgo.etcd.io/etcd/%s %s\n' "$module" "$ETCD"; done
+    echo ")"
+  } > "$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$work/tools.go"
+  (cd "$work" && go mod tidy >/dev/null 2>&1)
+  downloaded=$(date +%s)
+  (cd "$work" && go build -trimpath -ldflags='-s -w' -o "$etcd.partial" go.etcd.io/etcd/server/v3)
+  mv "$etcd.partial" "$etcd"
+  rm -rf "$work"
+  echo "etcd $ETCD: downloads $((downloaded - started)) s, compile $(( $(date +%s) - downloaded )) s, $(( $(stat -c %s "$etcd") / 1048576 )) MiB"
+fi
 
 apiserver="$CACHE/bin/kube-apiserver-$K8S"
 if [ "$TARGET" = kube-vip ]; then
