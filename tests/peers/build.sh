@@ -13,6 +13,7 @@
 # A binary is built to a temporary name and renamed into place, so an interrupted build never leaves a
 # half-written one; a second run with the binaries present takes well under a second.
 set -euo pipefail
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"  # where the Go toolchain lives on these machines
 HERE="$(cd "$(dirname "$0")" && pwd)"
 TARGET="${1:-all}"
 case "$TARGET" in apiserver|kube-vip|all) ;; *) echo "usage: $0 [apiserver|kube-vip|all]" >&2; exit 2;; esac
