@@ -269,6 +269,8 @@ def test_fixture_tears_down_after_a_failed_and_an_interrupted_test(tmp_path: Pat
 
         def test_interrupted(rig):
             _record(rig)
+            # a Ctrl-C, even where the run was started with SIGINT ignored (a background job of a script)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(10)
     """))
