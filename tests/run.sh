@@ -12,9 +12,11 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends iproute2 nftables iputils-ping openssl >/dev/null
 
 # The Go test peers build from the Go module proxy, once per version, into a cache outside the clone (about
-# 10 minutes cold on 2 cores, instant when cached): etcd and kube-apiserver first, then kube-vip. They build at the lowest
-# CPU priority while the Python side installs and the emulator tier runs; each later tier waits for its binary.
+# 10 minutes cold on 2 cores, instant when cached): etcd and kube-apiserver first, then kube-vip. They build at
+# the lowest CPU priority while the Python side installs and the emulator tier runs; each later tier waits for
+# its binary.
 builds="$(mktemp -d)"
+set -m  # the builds get a process group of their own, so that leaving early (a failed tier) stops all of it
 (
   for target in apiserver kube-vip; do
     status=0
@@ -22,6 +24,9 @@ builds="$(mktemp -d)"
     echo "$status" >"$builds/$target.rc"
   done
 ) &
+build_group=$!
+set +m
+trap 'kill -- -"$build_group" 2>/dev/null || true' EXIT
 built() {  # wait for one build, show its output, stop here if it failed
   while [ ! -f "$builds/$1.rc" ]; do sleep 2; done
   cat "$builds/$1.log"
