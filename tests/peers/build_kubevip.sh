@@ -97,7 +97,8 @@ package tools
 import _ "$MODULE"
 EOF
         t0=$(date +%s)
-        go mod tidy
+        # quiet unless it fails: a cold run downloads a few hundred modules
+        go mod tidy >tidy.log 2>&1 || { cat tidy.log >&2; exit 1; }
         t1=$(date +%s)
         echo "kube-vip $version: go mod tidy (dependency download) $((t1 - t0)) s" >&2
         go build -trimpath \
