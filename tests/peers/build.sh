@@ -92,3 +92,9 @@ fi
 if [ "$TARGET" != apiserver ]; then
   KUBEVIP_VERSIONS="${KUBEVIP_VERSIONS:-v1.0.0}" bash "$HERE/build_kubevip.sh" "$CACHE"
 fi
+
+# Only the binaries are needed from here on: drop the module and build caches (about 5 GB after a cold build)
+# unless asked to keep them for building other versions.
+if [ "${KVM_KEEP_GO_CACHES:-}" != 1 ]; then
+  go clean -cache -modcache >/dev/null 2>&1 || true
+fi
