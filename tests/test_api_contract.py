@@ -29,6 +29,7 @@ from kubernetes import client, config, watch
 from kubernetes.client import ApiClient, ApiException
 
 from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from tests.kubeapi_support import api_error, lease, status_body
 from tests.peers.apiserver import ADMIN_TOKEN, RealApiServer
 
 # `kubernetes.config` and `kubernetes.watch` are untyped; the API classes and models are typed.
@@ -143,22 +144,6 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
     yield handle
     for opened in handle.clients:
         opened.close()
-
-
-def lease(name: str, holder: str | None = None, labels: dict[str, str] | None = None) -> client.V1Lease:
-    return client.V1Lease(metadata=client.V1ObjectMeta(name=name, labels=labels),
-                          spec=client.V1LeaseSpec(holder_identity=holder))
-
-
-def status_body(exc: ApiException) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(exc.body or "null")
-    return body
-
-
-def api_error(call: Callable[[], object]) -> ApiException:
-    with pytest.raises(ApiException) as caught:
-        call()
-    return caught.value
 
 
 def micro(moment: datetime) -> str:

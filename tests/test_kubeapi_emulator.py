@@ -27,10 +27,11 @@ import pytest
 import requests
 import urllib3
 from kubernetes import client, config, watch
-from kubernetes.client import ApiClient, ApiException
+from kubernetes.client import ApiClient
 
 from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
 from kubevip_metal.emulators.kubeapi_patch import PatchError, json_patch
+from tests.kubeapi_support import api_error, lease, status_body
 from tests.waiting import wait_for
 
 # `kubernetes.config` and `kubernetes.watch` are untyped; the API classes and models are typed.
@@ -104,23 +105,6 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 @pytest.fixture
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster()
-
-
-def lease(name: str, holder: str | None = None, labels: dict[str, str] | None = None) -> client.V1Lease:
-    return client.V1Lease(metadata=client.V1ObjectMeta(name=name, labels=labels),
-                          spec=client.V1LeaseSpec(holder_identity=holder))
-
-
-def status_body(exc: ApiException) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(exc.body or "null")
-    return body
-
-
-
-def api_error(call: Callable[[], object]) -> ApiException:
-    with pytest.raises(ApiException) as caught:
-        call()
-    return caught.value
 
 
 # --- discovery ---------------------------------------------------------------------------------------------------
