@@ -6,7 +6,6 @@ Without the binary (tests/peers/build.sh) or etcd these tests skip on a workstat
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import yaml
 
 from tests.peers import apiserver
 from tests.peers.apiserver import RealApiServer
+from tests.rig_support import require
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
@@ -31,13 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def require_real_api() -> None:
-    missing = apiserver.missing()
-    if not missing:
-        return
-    reason = "real kube-apiserver unavailable: " + "; ".join(missing)
-    if os.environ.get("CI"):
-        pytest.fail(reason + " (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(reason)
+    require("real kube-apiserver", apiserver.missing())
 
 
 def rendered(*args: str) -> list[dict[str, Any]]:

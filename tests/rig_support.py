@@ -14,15 +14,19 @@ import pytest
 from kubevip_metal.rig import Rig, prerequisites_missing
 
 
-def require_rig() -> None:
-    """Skip (or, with CI set, fail) the calling test when the machine cannot run a rig."""
-    missing = prerequisites_missing()
+def require(what: str, missing: list[str]) -> None:
+    """Skip (or, with CI set, fail) the calling test when `missing` names anything `what` needs."""
     if not missing:
         return
-    reason = "namespace rig unavailable: " + "; ".join(missing)
+    reason = f"{what} unavailable: " + "; ".join(missing)
     if os.environ.get("CI"):
         pytest.fail(reason + " (CI is set, so this fails instead of skipping)", pytrace=False)
     pytest.skip(reason)
+
+
+def require_rig() -> None:
+    """Skip (or, with CI set, fail) the calling test when the machine cannot run a rig."""
+    require("namespace rig", prerequisites_missing())
 
 
 def _rig(request: pytest.FixtureRequest, nodes: int) -> Rig:

@@ -5,7 +5,6 @@ holder once settled, and both implementations take the lead."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from tests.lab_support import Sampler, settled
 from tests.peers import kubevip
 from tests.peers.apiserver import RealApiServer
 from tests.peers.kubevip import KubeVipNode
-from tests.rig_support import require_rig
+from tests.rig_support import require, require_rig
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kubevip
@@ -26,18 +25,10 @@ TIMERS = (3, 2, 1)  # whole seconds, as kube-vip takes them; the shortest set cl
 OURS, THEIRS = ("n1", "n3"), ("n2", "n4")
 
 
-def require_kubevip() -> None:
-    missing = kubevip.missing()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail("; ".join(missing) + " (CI is set, so this fails instead of skipping)", pytrace=False)
-        pytest.skip("; ".join(missing))
-
-
 @pytest.fixture
 def mixed(real_api: RealApiServer) -> Iterator[tuple[LabCluster, dict[str, KubeVipNode]]]:
     require_rig()
-    require_kubevip()
+    require("kube-vip", kubevip.missing())
     from tests.peers.lab_backend import RealApiBackend
 
     with LabCluster(nodes=4, timers=TIMERS, api=RealApiBackend(real_api)) as lab:
