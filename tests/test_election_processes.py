@@ -39,14 +39,6 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ApiBac
         backend.stop()
 
 
-@pytest.fixture
-def candidates() -> Iterator[list[Candidate]]:
-    started: list[Candidate] = []
-    yield started
-    for candidate in started:
-        candidate.kill()
-
-
 def holder(backend: ApiBackend, lease: str) -> str:
     return backend.lease_holder("kube-system", lease)
 

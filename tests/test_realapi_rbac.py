@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.election_support import Candidate, leaders, ours
 from tests.peers.apiserver import RealApiServer
@@ -18,14 +15,6 @@ from tests.waiting import wait_for
 
 TIMERS = "2,1.5,0.4"
 LEASE = "rbac-lease"
-
-
-@pytest.fixture
-def candidates() -> Iterator[list[Candidate]]:
-    started: list[Candidate] = []
-    yield started
-    for candidate in started:
-        candidate.kill()
 
 
 def _without_lease_update(real_api: RealApiServer) -> str:
