@@ -58,21 +58,22 @@ def parse_micro_time(text: str) -> datetime:
             raise bad(rest, char)
         return rest[1:]
 
+    def two_digits(rest: str, element: str, low: int, high: int, what: str) -> int:
+        """A two-digit layout element ("01", "02", "04", "05"), range-checked as time.Parse does."""
+        number = _digits(rest, 2)
+        if number is None:
+            raise bad(rest, element)
+        if not low <= number <= high:
+            raise out_of_range(what)
+        return number
+
     year = _digits(value, 4)
     if year is None:
         raise bad(value, "2006")
     value = literal(value[4:], "-")
-    month = _digits(value, 2)
-    if month is None:
-        raise bad(value, "01")
-    if not 1 <= month <= 12:
-        raise out_of_range("month")
+    month = two_digits(value, "01", 1, 12, "month")
     value = literal(value[2:], "-")
-    day = _digits(value, 2)
-    if day is None:
-        raise bad(value, "02")
-    if not 0 <= day <= 31:
-        raise out_of_range("day")
+    day = two_digits(value, "02", 0, 31, "day")  # checked against the month at the end
     value = literal(value[2:], "T")
     hour = _digits(value, 2)  # "15" also takes one digit
     width = 2
@@ -83,17 +84,9 @@ def parse_micro_time(text: str) -> datetime:
     if hour >= 24:
         raise out_of_range("hour")
     value = literal(value[width:], ":")
-    minute = _digits(value, 2)
-    if minute is None:
-        raise bad(value, "04")
-    if minute >= 60:
-        raise out_of_range("minute")
+    minute = two_digits(value, "04", 0, 59, "minute")
     value = literal(value[2:], ":")
-    second = _digits(value, 2)
-    if second is None:
-        raise bad(value, "05")
-    if second >= 60:
-        raise out_of_range("second")
+    second = two_digits(value, "05", 0, 59, "second")
     value = value[2:]
     fraction = value[1:7]
     if len(value) < 7 or value[0] not in ".," or not (fraction.isascii() and fraction.isdigit()):
