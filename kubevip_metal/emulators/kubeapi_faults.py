@@ -33,14 +33,7 @@ class Fault:
     retry_after: float | None = None
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.latency) or self.latency < 0:
-            raise FaultError(f"latency must be a non-negative number of seconds, got {self.latency!r}")
-        if self.fail_next < 0:
-            raise FaultError(f"fail_next must be >= 0, got {self.fail_next!r}")
-        if self.fail_status != 429 and not 500 <= self.fail_status <= 599:
-            raise FaultError(f"fail_status must be 429 or 5xx, got {self.fail_status!r}")
-        if self.retry_after is not None and (not math.isfinite(self.retry_after) or self.retry_after < 0):
-            raise FaultError(f"retry_after must be a non-negative number of seconds, got {self.retry_after!r}")
+        check_common(self.latency, self.fail_next, self.fail_status, self.retry_after)
 
     @classmethod
     def from_json(cls, doc: Any) -> Fault:
@@ -67,6 +60,18 @@ class Fault:
         doc = asdict(self)
         doc["outage"] = self.outage.value if self.outage else None
         return doc
+
+
+def check_common(latency: float, fail_next: int, fail_status: int, retry_after: float | None) -> None:
+    """The fields both emulators' faults share: FaultError naming the first one out of range."""
+    if not math.isfinite(latency) or latency < 0:
+        raise FaultError(f"latency must be a non-negative number of seconds, got {latency!r}")
+    if fail_next < 0:
+        raise FaultError(f"fail_next must be >= 0, got {fail_next!r}")
+    if fail_status != 429 and not 500 <= fail_status <= 599:
+        raise FaultError(f"fail_status must be 429 or 5xx, got {fail_status!r}")
+    if retry_after is not None and (not math.isfinite(retry_after) or retry_after < 0):
+        raise FaultError(f"retry_after must be a non-negative number of seconds, got {retry_after!r}")
 
 
 def number_field(value: Any, name: str) -> float:

@@ -8,7 +8,6 @@ decision for `rate_429` comes from a seeded RNG, reseeded whenever a fault is se
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from collections import Counter
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
-from kubevip_metal.emulators.kubeapi_faults import FaultError, integer_field, number_field
+from kubevip_metal.emulators.kubeapi_faults import FaultError, check_common, integer_field, number_field
 
 __all__ = ["Action", "FaultError", "FaultState", "MetalFault", "RequestLog", "RequestRecord"]
 
@@ -44,14 +43,7 @@ class MetalFault:
     down: bool = False
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.latency) or self.latency < 0:
-            raise FaultError(f"latency must be a non-negative number of seconds, got {self.latency!r}")
-        if self.fail_next < 0:
-            raise FaultError(f"fail_next must be >= 0, got {self.fail_next!r}")
-        if self.fail_status != 429 and not 500 <= self.fail_status <= 599:
-            raise FaultError(f"fail_status must be 429 or 5xx, got {self.fail_status!r}")
-        if self.retry_after is not None and (not math.isfinite(self.retry_after) or self.retry_after < 0):
-            raise FaultError(f"retry_after must be a non-negative number of seconds, got {self.retry_after!r}")
+        check_common(self.latency, self.fail_next, self.fail_status, self.retry_after)
         if not 0.0 <= self.rate_429 <= 1.0:
             raise FaultError(f"rate_429 must be a probability between 0 and 1, got {self.rate_429!r}")
         if self.reset and self.fail_next == 0:
