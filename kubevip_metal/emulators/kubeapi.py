@@ -100,7 +100,7 @@ from kubevip_metal.emulators.kubeapi_resources import ResourceDef
 from kubevip_metal.emulators.kubeapi_selectors import FieldSelector, LabelSelector, SelectorError
 from kubevip_metal.emulators.kubeapi_status import ApiError
 from kubevip_metal.emulators.kubeapi_store import PATCH_TYPES, Store, Watcher
-from kubevip_metal.emulators.server_thread import ServerThread, listen_address, serve_until_signalled
+from kubevip_metal.emulators.server_thread import ServerThread, listen_address, serve_command
 
 __all__ = ["EmulatorThread", "Fault", "KubeApiEmulator", "Outage", "main", "write_kubeconfig"]
 
@@ -781,12 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens = {token: identity for identity, token in args.token} if args.token else None
     emulator = KubeApiEmulator(tokens, history=args.history, bookmark_interval=args.bookmark_interval,
                                control=not args.no_control)
-    try:
-        asyncio.run(serve_until_signalled(emulator, args.listen or [("127.0.0.1", 6443)]))
-    except OSError as exc:
-        log.error("emulator.listen_failed", error=str(exc))
-        return 1
-    return 0
+    return serve_command(emulator, args.listen or [("127.0.0.1", 6443)], log, "emulator")
 
 
 if __name__ == "__main__":

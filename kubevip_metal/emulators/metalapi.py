@@ -75,7 +75,7 @@ from kubevip_metal.emulators.metalapi_faults import (
     RequestRecord,
 )
 from kubevip_metal.emulators.metalapi_state import BASE, MetalError, MetalState, NotEmulated, typical_bgp_neighbor
-from kubevip_metal.emulators.server_thread import ServerThread, listen_address, serve_until_signalled
+from kubevip_metal.emulators.server_thread import ServerThread, listen_address, serve_command
 
 __all__ = ["BASE", "FaultError", "MetalApiEmulator", "MetalEmulatorThread", "MetalFault", "main",
            "typical_bgp_neighbor"]
@@ -544,12 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.error("metal_api.setup_failed", error=str(exc))
         return 1
-    try:
-        asyncio.run(serve_until_signalled(emulator, args.listen or [("127.0.0.1", 8080)]))
-    except OSError as exc:
-        log.error("metal_api.listen_failed", error=str(exc))
-        return 1
-    return 0
+    return serve_command(emulator, args.listen or [("127.0.0.1", 8080)], log, "metal_api")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
+from generic.logfmt import EventLogger
+
 
 class AsyncServer(Protocol):
     async def start(self, listen: Sequence[tuple[str, int]], sockets: Sequence[socket.socket]) -> list[str]: ...
@@ -99,8 +101,18 @@ def listen_address(text: str) -> tuple[str, int]:
     return host, number
 
 
-async def serve_until_signalled(server: AsyncServer, listen: Sequence[tuple[str, int]]) -> None:
-    """For the emulators' command lines: serve until SIGTERM or SIGINT, then stop cleanly."""
+def serve_command(server: AsyncServer, listen: Sequence[tuple[str, int]], log: EventLogger, name: str) -> int:
+    """The emulators' command lines: serve until SIGTERM or SIGINT, then stop cleanly; the exit status (1, with one
+    `<name>.listen_failed` line, when an address cannot be bound)."""
+    try:
+        asyncio.run(_serve_until_signalled(server, listen))
+    except OSError as exc:
+        log.error(f"{name}.listen_failed", error=str(exc))
+        return 1
+    return 0
+
+
+async def _serve_until_signalled(server: AsyncServer, listen: Sequence[tuple[str, int]]) -> None:
     import signal
 
     stop = asyncio.Event()
