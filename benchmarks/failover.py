@@ -703,6 +703,21 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+def _stat_row(label: str, values: Sequence[float], target_text: str, target: float | None,
+              headline: dict[str, Any], key: str, unit: str, decimals: int, digits: int, empty_note: str = "") -> None:
+    """One table row (runs, p50, p99, max, target and verdict) and its `<key>_p50_<unit>` / `_p99_` figures."""
+    if not values:
+        print(f"{label} {0:>4} {'-':>8} {'-':>8} {'-':>8}  {target_text}{empty_note}")
+        headline[f"{key}_p99_{unit}"] = None
+        return
+    p50, p99 = statistics.median(values), pct(values, 0.99)
+    verdict = f"  {_mark(p99 <= target)}" if target is not None else ""
+    print(f"{label} {len(values):>4} {p50:>8.{decimals}f} {p99:>8.{decimals}f} {max(values):>8.{decimals}f}  "
+          f"{target_text}{verdict}")
+    headline[f"{key}_p50_{unit}"] = round(p50, digits)
+    headline[f"{key}_p99_{unit}"] = round(p99, digits)
+
+
 def report(bench: Bench, cases: list[tuple[Implementation, str, str, float | None]],
            steady: dict[str, dict[str, Any]], runs: int, elapsed: float) -> dict[str, Any]:
     """Print the tables; `steady` maps a headline prefix ("" for ours at 5/3/1) to a steady-state window."""
@@ -710,17 +725,8 @@ def report(bench: Bench, cases: list[tuple[Implementation, str, str, float | Non
     headline: dict[str, Any] = {}
     for impl, scenario, target_text, target in cases:
         values = [r.outage for r in bench.runs if r.case == impl.name and r.scenario == scenario]
-        key = impl.key.format(scenario=scenario)
-        if not values:
-            print(f"{impl.name:<36} {scenario:<9} {0:>4} {'-':>8} {'-':>8} {'-':>8}  {target_text}  NO RUNS")
-            headline[f"{key}_p99_s"] = None
-            continue
-        p99 = pct(values, 0.99)
-        verdict = f"  {_mark(p99 <= target)}" if target is not None else ""
-        print(f"{impl.name:<36} {scenario:<9} {len(values):>4} {statistics.median(values):>8.3f} {p99:>8.3f} "
-              f"{max(values):>8.3f}  {target_text}{verdict}")
-        headline[f"{key}_p50_s"] = round(statistics.median(values), 4)
-        headline[f"{key}_p99_s"] = round(p99, 4)
+        _stat_row(f"{impl.name:<36} {scenario:<9}", values, target_text, target, headline,
+                  impl.key.format(scenario=scenario), "s", 3, 4, empty_note="  NO RUNS")
 
     ours_runs = [r for r in bench.runs if r.case.startswith("ours")]
     graceful = [r.outage for r in ours_runs if r.scenario == "graceful"]
@@ -743,16 +749,7 @@ def report(bench: Bench, cases: list[tuple[Implementation, str, str, float | Non
              "keepalived_garp_wire_to_client", None)):
         values = [getattr(r, attr) * 1000 for r in runs_of if getattr(r, attr) is not None]
         target_text = f"p99 <= {target_ms:g} ms" if target_ms is not None else ""
-        if not values:
-            print(f"{label:<62} {0:>4} {'-':>8} {'-':>8} {'-':>8}  {target_text}")
-            headline[f"{key}_p99_ms"] = None
-            continue
-        p99 = pct(values, 0.99)
-        verdict = f"  {_mark(p99 <= target_ms)}" if target_ms is not None else ""
-        print(f"{label:<62} {len(values):>4} {statistics.median(values):>8.2f} {p99:>8.2f} {max(values):>8.2f}  "
-              f"{target_text}{verdict}")
-        headline[f"{key}_p50_ms"] = round(statistics.median(values), 2)
-        headline[f"{key}_p99_ms"] = round(p99, 2)
+        _stat_row(f"{label:<62}", values, target_text, target_ms, headline, key, "ms", 2, 2)
 
     print()
     for prefix, data in steady.items():
@@ -883,6 +880,13 @@ def main() -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="kvm-failover-"))
     with contextlib.ExitStack() as stack:
+        def clean_up() -> None:
+            if args.keep_logs:
+                say(f"logs kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+        stack.callback(clean_up)  # registered first, so it runs last: the API server stops before its files go
         backend: ApiBackend | None = None
         if args.api == "kube-apiserver":
             from tests.peers.lab_backend import RealApiBackend
@@ -892,15 +896,7 @@ def main() -> int:
             apply(server, rendered("rbac"))
             backend = RealApiBackend(server)
             say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s")
-        try:
-            return _run(args, runs, steady_seconds, workdir, backend, started)
-        finally:
-            stack.close()  # the API server stops before its files go
-            if args.keep_logs:
-                say(f"logs kept in {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-    return 1
+        return _run(args, runs, steady_seconds, workdir, backend, started)
 
 
 def _run(args: argparse.Namespace, runs: int, steady_seconds: dict[str, float], workdir: Path,
