@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kubevip_metal.emulators.kubeapi import KubeApiEmulator
 from kubevip_metal.lab.api_backend import ApiBackend, EmulatorBackend
 from kubevip_metal.options import OPTIONS
 from kubevip_metal.rig import Rig
@@ -189,13 +188,6 @@ class LabCluster:
             if any(entry.get_attr("IFA_ADDRESS") == vip for entry in handle.get_addr()):
                 found.append(node)
         return found
-
-    @property
-    def emulator(self) -> KubeApiEmulator:
-        """The Kubernetes API emulator (only with the default backend)."""
-        if not isinstance(self.api, EmulatorBackend) or self.api.emulator is None:
-            raise RuntimeError("this lab cluster does not run on the emulator")
-        return self.api.emulator
 
     def lease_holder(self) -> str:
         return self.api.lease_holder(*LEASE)

@@ -214,7 +214,3 @@ def _failure(fault: Fault, message: str = "injected fault") -> web.Response:
 
 class FaultProxyThread(ServerThread[FaultProxy]):
     name = "fault-proxy"
-
-    @property
-    def proxy(self) -> FaultProxy:
-        return self.emulator
