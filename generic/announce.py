@@ -1,10 +1,15 @@
-"""Announcers: how a VIP reaches the network. The controller decides *what* is announced, these decide *how*.
+"""Announcers: how the network learns where a VIP lives. Holding the address on an interface is not their job
+(`generic.addresses.Addresses` does that, driven by the VIP controller); an announcer only tells others.
 
-`ArpAnnouncer` holds the VIP on an interface and announces it with gratuitous ARP / unsolicited NA: a burst at
-takeover whose first packet leaves at once (in the caller's thread, before `announce` returns), then one
-announcement every `rate` seconds for as long as the VIP is wanted. Each VIP has its own schedule.
-`ensure` re-checks the kernel and repairs drift (address deleted by hand, interface flapped), so the
-controller's reconciler can call it every period.
+The controller decides *what* is wanted; an announcer decides *how* it is announced. Implementations:
+`GarpAnnouncer` (gratuitous ARP / unsolicited NA, here), the Equinix Metal Elastic IP assignment
+(`kubevip_metal.metal.announcer`), and the BGP speaker as it lands. A mode is an address placement plus a list of
+announcers (`kubevip_metal.daemon.modes`).
+
+`GarpAnnouncer`: a burst at takeover whose first packet leaves at once (in the caller's thread, before `announce`
+returns), then one announcement every `rate` seconds for as long as the VIP is announced. Each VIP has its own
+schedule. `refresh` notices an interface that came back up (a pulled cable plugged in again: the switch forgot us)
+and starts a new burst.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from generic.addresses import Addresses, Vip
@@ -26,126 +32,100 @@ BURST = (0.0, 0.05, 0.2, 0.5, 1.0)  # seconds after takeover; keepalived-like, f
 
 
 class Announcer(Protocol):
-    def announce(self, vip: Vip) -> bool:
-        """Make the VIP reachable here; True if anything had to change."""
+    """Every method is idempotent. The VIP controller calls them in one thread at a time."""
+
+    name: str
+
+    def announce(self, vip: Vip) -> None:
+        """Start announcing the VIP (again: a repeated call starts afresh, e.g. after the address was re-added)."""
         ...
 
-    def withdraw(self, vip: Vip) -> bool:
-        """Stop announcing and give the VIP up; True if anything had to change."""
+    def withdraw(self, vip: Vip) -> None:
+        """Stop announcing the VIP."""
         ...
 
-    def ensure(self, vip: Vip, wanted: bool) -> bool:
-        """Reconcile one VIP with the kernel; True if a repair was needed."""
+    def refresh(self, vip: Vip) -> bool:
+        """The reconciler's check of an announced VIP; True if something had drifted and was repaired."""
         ...
-
-    def close(self) -> None: ...
-
-
-class LocalAddressAnnouncer:
-    """Only holds the address (e.g. on `lo`), announces nothing: for networks that route the VIP to us
-    themselves (an Equinix Metal Elastic IP, a BGP-announced prefix)."""
-
-    def __init__(self, addresses: Addresses | None = None) -> None:
-        self._addresses = addresses or Addresses()
-        self._lock = threading.Lock()
-        self._wanted: set[Vip] = set()
-
-    def announce(self, vip: Vip) -> bool:
-        with self._lock:
-            self._wanted.add(vip)
-            added = self._addresses.add(vip)
-        if added:
-            log.info("vip.added", vip=str(vip), mono=round(time.monotonic(), 6))
-        return added
-
-    def withdraw(self, vip: Vip) -> bool:
-        with self._lock:
-            self._wanted.discard(vip)
-            removed = self._addresses.remove(vip)
-        if removed:
-            log.info("vip.withdrawn", vip=str(vip), removed=True, mono=round(time.monotonic(), 6))
-        return removed
-
-    def ensure(self, vip: Vip, wanted: bool) -> bool:
-        return self.announce(vip) if wanted else self.withdraw(vip)
 
     def close(self) -> None:
-        for vip in list(self._wanted):
-            self.withdraw(vip)
-        self._addresses.close()
+        """Withdraw whatever this announcer still announces and free its resources."""
+        ...
 
 
-class ArpAnnouncer:
-    """Layer 2: the address on the interface plus gratuitous ARP (IPv4) or unsolicited NA (IPv6)."""
+@dataclass(frozen=True)
+class _Link:
+    """What a frame needs of the interface, read in the caller's thread so the schedule never touches netlink."""
 
-    def __init__(self, rate: float, addresses: Addresses | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    mac: bytes
+    index: int
+
+
+class GarpAnnouncer:
+    """Layer 2: gratuitous ARP (IPv4) or unsolicited NA (IPv6) for VIPs held on a LAN interface.
+
+    `addresses` is only read (MAC, index, link state), and only from `announce` / `refresh`, which the caller
+    serializes with its own use of the same netlink handle; the schedule thread uses what those calls cached.
+    """
+
+    name = "garp"
+
+    def __init__(self, rate: float, addresses: Addresses, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
-        self._addresses = addresses or Addresses()
+        self._addresses = addresses
         self._clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._schedule: list[tuple[float, int, int, Vip]] = []  # due, tie-breaker, generation, vip
         self._tie = itertools.count()
         self._generation: dict[Vip, int] = {}  # a withdrawn or re-announced VIP invalidates older entries
+        self._links: dict[Vip, _Link] = {}
         self._link_was_up: dict[str, bool] = {}
         self._garp = GarpSender()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="arp-announcer", daemon=True)
+        self.sent = 0  # announcements (GARP pairs or NAs) put on the wire
+        self._thread = threading.Thread(target=self._run, name="garp-announcer", daemon=True)
         self._thread.start()
 
-    # -- Announcer ----------------------------------------------------------------------------------------
-
-    def announce(self, vip: Vip) -> bool:
+    def announce(self, vip: Vip) -> None:
+        try:
+            link = _Link(self._addresses.mac(vip.interface), self._addresses.index(vip.interface))
+        except Exception as exc:  # the interface is gone: the reconciler announces again once it is back
+            log.warning("vip.announce_failed", vip=str(vip), error=str(exc))
+            return
         with self._lock:
-            wanted = vip in self._generation
-            added = self._addresses.add(vip)
-            if wanted and not added:
-                return False
+            repeat = vip in self._generation
+            self._links[vip] = link
             self._start_burst(vip)
-        log.info("vip.announced" if not wanted else "vip.repaired", vip=str(vip), added=added,
-                 mono=round(self._clock(), 6))
-        return True
+        log.info("vip.repaired" if repeat else "vip.announced", vip=str(vip), mono=round(self._clock(), 6))
 
-    def withdraw(self, vip: Vip) -> bool:
+    def withdraw(self, vip: Vip) -> None:
         with self._lock:
-            wanted = self._generation.pop(vip, None) is not None
-            removed = self._addresses.remove(vip)
-        if wanted or removed:
-            log.info("vip.withdrawn", vip=str(vip), removed=removed, mono=round(self._clock(), 6))
-        return wanted or removed
+            self._generation.pop(vip, None)
+            self._links.pop(vip, None)
 
-    def ensure(self, vip: Vip, wanted: bool) -> bool:
-        """Reconcile one VIP with the kernel; True if a repair was needed."""
-        if not wanted:
-            with self._lock:
-                stray = vip not in self._generation and self._addresses.present(vip)
-            if stray:
-                log.warning("vip.stray_removed", vip=str(vip))
-            return self.withdraw(vip) and stray
+    def refresh(self, vip: Vip) -> bool:
+        up = self._addresses.link_up(vip.interface)
+        came_up = up and not self._link_was_up.get(vip.interface, True)
+        self._link_was_up[vip.interface] = up
         with self._lock:
-            up = self._addresses.link_up(vip.interface)
-            came_up = up and not self._link_was_up.get(vip.interface, True)
-            self._link_was_up[vip.interface] = up
-        if came_up and vip in self._generation:
+            announced = vip in self._generation
+        if announced and came_up:
             log.warning("vip.link_up_reannounce", vip=str(vip))
-            with self._lock:
-                self._addresses.add(vip)
-                self._start_burst(vip)
+            self.announce(vip)
             return True
-        return self.announce(vip) if up or vip not in self._generation else False
+        if up and not announced:  # announce() failed earlier (interface missing): try again
+            self.announce(vip)
+            return vip in self._generation
+        return False
 
     def close(self) -> None:
         with self._lock:
-            vips = list(self._generation)
-        for vip in vips:
-            self.withdraw(vip)
-        with self._lock:
+            self._generation.clear()
             self._closed = True
             self._wake.notify_all()
         self._thread.join(2)
         self._garp.close()
-        self._addresses.close()
 
     # -- schedule -----------------------------------------------------------------------------------------
 
@@ -160,12 +140,15 @@ class ArpAnnouncer:
         self._wake.notify_all()
 
     def _send(self, vip: Vip) -> None:
+        link = self._links.get(vip)
+        if link is None:
+            return
         try:
-            mac = self._addresses.mac(vip.interface)
             if vip.address.version == 4:
-                self._garp.send(vip.interface, mac, vip.address)
+                self._garp.send(vip.interface, link.mac, vip.address)
             else:
-                send_unsolicited_na(vip.interface, self._addresses.index(vip.interface), mac, vip.address)
+                send_unsolicited_na(vip.interface, link.index, link.mac, vip.address)
+            self.sent += 1
         except Exception as exc:  # a down interface: the reconciler re-announces when it is back
             log.debug("vip.announce_failed", vip=str(vip), error=str(exc))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import logging
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
@@ -20,13 +19,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
+from generic.bgp.peers import BgpPeer, PeerListError, parse_peer_list
+from generic.election.elector import TimerError, Timers
 from generic.logfmt import LogFormat
 from generic.secret import MASK, Secret
-from kubevip_metal import parsers
-from kubevip_metal.bgp_peers import BgpPeer, PeerListError, parse_peer_list
-from kubevip_metal.options import BY_NAME, OPTIONS
+from kubevip_metal import __version__, parsers
+from kubevip_metal.options import BY_NAME, OPTIONS, Availability
 from kubevip_metal.parsers import IPAddress
 
 T = TypeVar("T")
@@ -86,13 +85,6 @@ class Given:
 
 
 @dataclass(frozen=True)
-class LeaseTimers:
-    duration: float
-    renew_deadline: float
-    retry_period: float
-
-
-@dataclass(frozen=True)
 class EtcdConfig:
     endpoints: tuple[str, ...]
     ca_cert: Path | None
@@ -107,7 +99,7 @@ class ElectionConfig:
     namespace: str
     lease_name: str
     services_lease_name: str
-    timers: LeaseTimers
+    timers: Timers
     etcd: EtcdConfig | None
 
 
@@ -289,97 +281,14 @@ class _Reader:
         return bool(self.get(name, parsers.parse_bool))
 
     def path(self, name: str) -> Path | None:
-        return self.get(name, _parse_path)
+        return self.get(name, parsers.parse_path)
 
 
-def _parse_path(text: str) -> Path:
-    if "\x00" in text:
-        raise ValueError("not a file path")
-    path = Path(text)
-    if not path.is_absolute():
-        raise ValueError("must be an absolute path")
-    return path
 
 
-def _parse_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("not an http(s) URL")
-    return text.rstrip("/")
 
 
-def _parse_log_level(text: str) -> int:
-    names = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
-             "error": logging.ERROR}
-    if text.lower() in names:
-        return names[text.lower()]
-    try:
-        number = parsers.parse_int(text, -8, 12, "a log level")
-    except ValueError:
-        raise ValueError("not a log level (debug, info, warning, error, or slog's -4, 0, 4, 8)") from None
-    # kube-vip passes Go slog levels: -4 debug, 0 info, 4 warn, 8 error
-    if number <= -4:
-        return logging.DEBUG
-    if number <= 0:
-        return logging.INFO
-    if number <= 4:
-        return logging.WARNING
-    return logging.ERROR
 
-
-def _parse_health_port(text: str) -> int:
-    port = parsers.parse_int(text, 0, 65535, "a port")
-    if 0 < port <= 1024:
-        raise ValueError("must be 0 (off) or above 1024")
-    return port
-
-
-def _parse_endpoints(text: str) -> tuple[str, ...]:
-    endpoints = tuple(part.strip() for part in text.split(",") if part.strip())
-    for endpoint in endpoints:
-        target = endpoint
-        if "://" in endpoint:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError("not an etcd endpoint (host:port or http(s)://host:port)")
-            target = parts.netloc
-        parsers.parse_listen_address(target)
-        if target.startswith(":"):
-            raise ValueError("an etcd endpoint needs a host")
-    if not endpoints:
-        raise ValueError("no endpoint")
-    return endpoints
-
-
-def _parse_address(text: str) -> tuple[tuple[IPAddress, ...], str | None]:
-    """IPs (at most one per family) or one DNS name."""
-    parts = [part.strip() for part in text.split(",")]
-    addresses: list[IPAddress] = []
-    for part in parts:
-        try:
-            addresses.append(ipaddress.ip_address(part))
-        except ValueError:
-            if len(parts) == 1 and parsers.is_dns_name(part):
-                return (), part.rstrip(".").lower()
-            raise ValueError("not an IP address or a DNS name") from None
-    if len({a.version for a in addresses}) != len(addresses):
-        raise ValueError("at most one IPv4 and one IPv6 address")
-    for address in addresses:
-        if address.is_unspecified or address.is_multicast or address.is_loopback or address.is_link_local:
-            raise ValueError("a VIP must be a unicast address (not loopback, link-local, multicast or 0.0.0.0)")
-    return tuple(addresses), None
-
-
-def _parse_prefixes(text: str, addresses: tuple[IPAddress, ...]) -> tuple[int, int]:
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) == 2:
-        return parsers.parse_int(parts[0], 1, 32, "an IPv4 prefix length"), parsers.parse_int(
-            parts[1], 1, 128, "an IPv6 prefix length")
-    if len(parts) != 1:
-        raise ValueError("one prefix length, or 'v4,v6'")
-    if addresses and all(a.version == 6 for a in addresses):
-        return 32, parsers.parse_int(parts[0], 1, 128, "an IPv6 prefix length")
-    return parsers.parse_int(parts[0], 1, 32, "an IPv4 prefix length"), 128
 
 
 def _read_secret_file(reader: _Reader, name: str, path: Path) -> str:
@@ -395,8 +304,10 @@ def _read_secret_file(reader: _Reader, name: str, path: Path) -> str:
 
 
 def build_config(given: Mapping[str, Given], command: Command, *, read_files: bool | None = None,
-                 hostname: Callable[[], str] = socket.gethostname) -> Config:
-    """Parse and validate everything; raises `ConfigError` on the first bad value."""
+                 hostname: Callable[[], str] = socket.gethostname, refuse_unavailable: bool = True) -> Config:
+    """Parse and validate everything; raises `ConfigError` on the first bad value. Then, for the manager, refuse
+    the first setting this version cannot honour (`refuse_unavailable=False` skips that, for tests of the
+    parsing rules of features still to come); `manifest` only warns about them."""
     r = _Reader(given)
     read_files = (command is Command.MANAGER) if read_files is None else read_files
     warnings: list[str] = []
@@ -414,7 +325,7 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
     metal_config = _metal(r, metal, command, read_files)
 
     in_cluster = r.get("inCluster", parsers.parse_bool) if r.given("inCluster") else None
-    manifest = ManifestConfig(image=r.need("image", _parse_image), in_cluster=in_cluster, taint=r.flag("taint"))
+    manifest = ManifestConfig(image=r.need("image", parsers.parse_image), in_cluster=in_cluster, taint=r.flag("taint"))
 
     node_name = None
     if not command.is_manifest:
@@ -426,8 +337,8 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
                 raise ConfigError("--nodeName", None, "not given and the host name is not a valid node name") from None
 
     prometheus = r.get("prometheusHTTPServer", parsers.parse_listen_address)
-    health = r.need("healthCheckPort", _parse_health_port)
-    return Config(
+    health = r.need("healthCheckPort", parsers.parse_health_port)
+    config = Config(
         command=command,
         control_plane=control_plane,
         mode=mode,
@@ -440,43 +351,52 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
             enabled=services_on,
             election=r.flag("servicesElection"),
             lb_class_only=r.flag("lbClassOnly"),
-            lb_class_name=r.need("lbClassName", _parse_class_name),
+            lb_class_name=r.need("lbClassName", parsers.parse_class_name),
             lb_class_legacy=r.flag("lbClassNameLegacyHandling"),
         ),
         kubernetes=KubernetesConfig(
             config_path=r.path("k8sConfigPath") or Path("/etc/kubernetes/admin.conf"),
             bootstrap_config_path=r.path("k8sBootstrapConfigPath") or Path("/etc/kubernetes/super-admin.conf"),
-            api_url=r.get("kubernetesAddr", _parse_url),
+            api_url=r.get("kubernetesAddr", parsers.parse_url),
         ),
         observability=ObservabilityConfig(
-            log_level=r.need("log-level", _parse_log_level),
+            log_level=r.need("log-level", parsers.parse_log_level),
             log_format=r.need("log-format", lambda t: LogFormat(parsers.parse_choice(t, ("text", "json")))),
             prometheus=prometheus,
             health_port=health or None,
         ),
         manifest=manifest,
-        warnings=tuple(warnings),
     )
+    # every value is valid by now; what the daemon cannot honour yet is refused (manager) or warned about (manifest)
+    unavailable = _not_available_yet(r)
+    if unavailable and command is Command.MANAGER and refuse_unavailable:
+        raise unavailable[0][1]
+    for feature in dict.fromkeys(f for f, _ in unavailable):
+        sources = ", ".join(error.name for f, error in unavailable if f == feature)
+        warnings.append(f"{sources}: not available yet in kube-vip-metal {__version__} ({feature}); the manager "
+                        "refuses this manifest until it is")
+    return dataclasses.replace(config, warnings=tuple(warnings))
 
 
-def _parse_image(text: str) -> str:
-    if not text or any(c.isspace() for c in text) or len(text) > 512:
-        raise ValueError("not a container image reference")
-    return text
-
-
-def _parse_class_name(text: str) -> str:
-    name, _, path = text.rpartition("/")
-    if not path or (name and not parsers.is_dns_name(name)):
-        raise ValueError("not a loadBalancerClass (domain/name)")
-    return text
+def _not_available_yet(r: _Reader) -> list[tuple[str, ConfigError]]:
+    """Every setting given a non-default value that the daemon cannot honour yet, with its feature, in table
+    order: the manager refuses the first, `manifest` warns about all (kube-vip users generate manifests ahead)."""
+    found = []
+    for option in OPTIONS:
+        given = r.given(option.name)
+        if option.available is Availability.NOT_YET and given is not None and not option.is_default(given.text):
+            default = f"set it to {option.default}" if option.default else "set it empty"
+            found.append((option.feature, r.error(option.name, f"not available yet in kube-vip-metal {__version__} "
+                                                               f"({option.feature}); remove it or {default}")))
+    return found
 
 
 def _mode(r: _Reader, arp: bool, bgp: bool, metal: bool, control_plane: bool, services: bool,
           command: Command) -> Mode:
     if metal and arp:
-        raise r.error("arp", "cannot be used with --metal: ARP does not work on Equinix Metal's layer-3 network; "
-                      "use --bgp, or neither for the Elastic IP mode")
+        raise r.error("arp", f"cannot be used with {r.source('metal')}: ARP does not work on Equinix Metal's layer-3 "
+                      "network; for the Elastic IP mode (what kube-vip's vip_arp=true + vip_packet=true control plane "
+                      "did) remove --arp / set vip_arp=false, or use --bgp / bgp_enable=true")
     if arp and bgp:
         raise r.error("bgp", "choose one announcement mode: --arp or --bgp, not both")
     if arp:
@@ -503,12 +423,12 @@ def _vip(r: _Reader, control_plane: bool, warnings: list[str]) -> VipConfig:
             address_name = "vip"
         elif r.raw("address") != r.raw("vip"):
             warnings.append("both --address and --vip are set: --address wins")
-    parsed = r.get(address_name, _parse_address)
+    parsed = r.get(address_name, parsers.parse_vip_address)
     address = r.raw(address_name) or None
     addresses, dns_name = parsed if parsed else ((), None)
     if control_plane and parsed is None:
         raise ConfigError("--address", None, "the control plane needs a VIP (--address / address)")
-    prefix_v4, prefix_v6 = r.need("cidr", lambda t: _parse_prefixes(t, addresses))
+    prefix_v4, prefix_v6 = r.need("cidr", lambda t: parsers.parse_prefixes(t, addresses))
     ddns = r.flag("ddns")
     if ddns and not control_plane:
         raise r.error("ddns", "dynamic DNS is for the control-plane VIP: add --controlplane")
@@ -534,19 +454,21 @@ def _election(r: _Reader, control_plane: bool, services: bool) -> ElectionConfig
     duration = r.need("leaseDuration", parsers.parse_seconds)
     renew = r.need("leaseRenewDuration", parsers.parse_seconds)
     retry = r.need("leaseRetry", parsers.parse_seconds)
-    # client-go's invariant: a leader that cannot renew steps down before any peer may take the lease.
-    if not duration > renew:
-        raise r.error("leaseRenewDuration", f"must be less than {r.source('leaseDuration')} ({duration:g} s)")
-    if not renew > 1.2 * retry:
-        raise r.error("leaseRetry", f"must be less than {r.source('leaseRenewDuration')} / 1.2 "
-                      f"({renew / 1.2:.3g} s)")
+    try:  # client-go's invariant: a leader that cannot renew steps down before any peer may take the lease
+        timers = Timers(duration, renew, retry)
+    except TimerError as exc:
+        if exc.field == "renew_deadline":
+            raise r.error("leaseRenewDuration", f"must be less than {r.source('leaseDuration')} ({exc.limit:g} s)"
+                          ) from None
+        raise r.error("leaseRetry", f"must be less than {r.source('leaseRenewDuration')} / 1.2 ({exc.limit:.3g} s)"
+                      ) from None
     type_ = r.need("leaderElectionType", lambda t: ElectionType(parsers.parse_choice(t, ("kubernetes", "etcd"))))
     etcd = None
     if type_ is ElectionType.ETCD:
         if services:
             raise r.error("leaderElectionType", "etcd elects the control plane only; Services need the Kubernetes "
                           "API (drop --services or use --leaderElectionType kubernetes)")
-        endpoints = r.get("etcdEndpoints", _parse_endpoints)
+        endpoints = r.get("etcdEndpoints", parsers.parse_etcd_endpoints)
         if not endpoints:
             raise r.error("leaderElectionType", "etcd election needs --etcdEndpoints")
         cert, key = r.path("etcdCert"), r.path("etcdKey")
@@ -559,7 +481,7 @@ def _election(r: _Reader, control_plane: bool, services: bool) -> ElectionConfig
         namespace=r.need("namespace", parsers.parse_dns_label),
         lease_name=r.need("leaseName", parsers.parse_dns_subdomain),
         services_lease_name=r.need("servicesLeaseName", parsers.parse_dns_subdomain),
-        timers=LeaseTimers(duration, renew, retry),
+        timers=timers,
         etcd=etcd,
     )
 
@@ -657,8 +579,8 @@ def _metal(r: _Reader, enabled: bool, command: Command, read_files: bool) -> Met
         project_id=project_id,
         provider_config=provider_config,
         device_id=r.get("metalDeviceID", parsers.parse_uuid),
-        api_url=r.need("metalAPIURL", _parse_url),
-        metadata_url=r.need("metalMetadataURL", _parse_url),
+        api_url=r.need("metalAPIURL", parsers.parse_url),
+        metadata_url=r.need("metalMetadataURL", parsers.parse_url),
     )
 
 

@@ -27,14 +27,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from generic.logfmt import get_logger
 from kubevip_metal.config import Config
+from kubevip_metal.errors import NotReady
 
 log = get_logger("kubevip_metal.kubeclient")
 
 RECHECK_SECONDS = 5.0
 
 
-class KubeClientError(Exception):
-    """No usable way to reach the API server; the message says what was tried."""
+class KubeClientError(NotReady):
+    """No usable way to reach the API server yet; the message says what was tried."""
 
 
 def _points_at_vip(server: str, config: Config) -> bool:
@@ -89,7 +90,10 @@ def build_api_client(config: Config) -> Any:
 
         kube_config: Any = kube_config_module
         configuration = client.Configuration()
-        kube_config.load_incluster_config(client_configuration=configuration)
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)
+        except Exception as exc:  # the token or CA file not mounted yet
+            raise KubeClientError(f"cannot load the in-cluster configuration: {exc}") from None
         return _finish(configuration, config, "in-cluster")
     if config.kubernetes.api_url:
         from kubernetes import client

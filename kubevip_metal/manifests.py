@@ -7,6 +7,7 @@ Secret (printed next to it when a literal value was given), a static pod reads a
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from typing import Any
 import yaml
 
 import manifests as templates
+from generic.bgp.peers import format_peer_list
 from generic.secret import Secret
 from kubevip_metal import __version__
-from kubevip_metal.bgp_peers import format_peer_list
-from kubevip_metal.config import Command, Config, ConfigError, DnsMode, ElectionType, Mode
+from kubevip_metal.config import Command, Config, ConfigError, ElectionType, Mode
+from kubevip_metal.options import BY_NAME
 
 SECRET_NAME = "kube-vip-secrets"
 CCM_SECRET_NAME = "metal-cloud-config"  # written by the Equinix Metal CCM; holds cloud-sa.json
@@ -48,7 +50,8 @@ def _seconds(value: float) -> str:
 
 
 class _PodBuilder:
-    """Collects env, volumes and Secret data for one pod spec."""
+    """Collects env, volumes and Secret data for one pod spec. Variables are set by option name: the variable's
+    name and its default come from the option table (kubevip_metal/options.py), never typed twice."""
 
     def __init__(self, config: Config, static: bool) -> None:
         self.config = config
@@ -58,13 +61,23 @@ class _PodBuilder:
         self.volumes: list[dict[str, Any]] = []
         self.secret_data: dict[str, str] = {}
 
-    def set(self, name: str, value: str) -> None:
-        self.env.append({"name": name, "value": value})
+    def set(self, option: str, value: str) -> None:
+        self.env.append({"name": BY_NAME[option].env_name, "value": value})
 
-    def secret(self, env_name: str, flag: str, value: Secret, file_flag: str) -> None:
+    def set_unless_default(self, option: str, value: str) -> None:
+        """Only when `value` differs from the option's default (the manager falls back to the same default)."""
+        if not BY_NAME[option].is_default(value):
+            self.set(option, value)
+
+    def field_ref(self, option: str, path: str) -> None:
+        self.env.append({"name": BY_NAME[option].env_name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+
+    def secret(self, option: str, value: Secret, file_option: str) -> None:
+        env_name = BY_NAME[option].env_name
         if self.static:
-            raise ConfigError(flag, "***", f"a static pod cannot read Secrets: put the value in a root-only file on "
-                              f"every node and pass {file_flag} PATH (or generate a DaemonSet)")
+            raise ConfigError(BY_NAME[option].flag, "***", "a static pod cannot read Secrets: put the value in a "
+                              f"root-only file on every node and pass {BY_NAME[file_option].flag} PATH (or generate a "
+                              "DaemonSet)")
         self.secret_data[env_name] = value.reveal()
         self.env.append({"name": env_name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": env_name}}})
 
@@ -80,52 +93,47 @@ class _PodBuilder:
         self.mounts.append({"name": volume, "mountPath": path, "readOnly": True})
 
 
+_LOG_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+
+
 def _environment(b: _PodBuilder) -> None:
     c = b.config
-    b.set("vip_arp", _bool(c.mode is Mode.ARP))
+    b.set("arp", _bool(c.mode is Mode.ARP))
     b.set("port", str(c.vip.port))
-    b.env.append({"name": "vip_nodename", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+    b.field_ref("nodeName", "spec.nodeName")
     if c.vip.address:
         b.set("address", c.vip.address)
     if c.vip.interface:
-        b.set("vip_interface", c.vip.interface)
+        b.set("interface", c.vip.interface)
     if c.vip.service_interface:
-        b.set("vip_servicesinterface", c.vip.service_interface)
-    b.set("vip_cidr", f"{c.vip.prefix_v4},{c.vip.prefix_v6}")
-    if c.vip.dns_mode is not DnsMode.FIRST:
-        b.set("dns_mode", c.vip.dns_mode.value)
-    if c.vip.arp_rate_ms != 3000:
-        b.set("vip_arpRate", str(c.vip.arp_rate_ms))
+        b.set("serviceInterface", c.vip.service_interface)
+    b.set("cidr", f"{c.vip.prefix_v4},{c.vip.prefix_v6}")
+    b.set_unless_default("dnsMode", c.vip.dns_mode.value)
+    b.set_unless_default("arpRate", str(c.vip.arp_rate_ms))
     if c.control_plane:
-        b.set("cp_enable", "true")
-        b.set("cp_namespace", c.election.namespace)
-        if c.vip.ddns:
-            b.set("vip_ddns", "true")
+        b.set("controlplane", "true")
+        b.set("namespace", c.election.namespace)
+        b.set_unless_default("ddns", _bool(c.vip.ddns))
     if c.services.enabled:
-        b.set("svc_enable", "true")
-        b.set("svc_leasename", c.election.services_lease_name)
-        if c.services.election:
-            b.set("svc_election", "true")
-        if c.services.lb_class_only:
-            b.set("lb_class_only", "true")
-        if c.services.lb_class_name != "kube-vip.io/kube-vip-class":
-            b.set("lb_class_name", c.services.lb_class_name)
-        if not c.services.lb_class_legacy:
-            b.set("lb_class_legacy_handling", "false")
-    if c.election.requested:
-        b.set("vip_leaderelection", "true")
-    b.set("vip_leasename", c.election.lease_name)
-    b.set("vip_leaseduration", _seconds(c.election.timers.duration))
-    b.set("vip_renewdeadline", _seconds(c.election.timers.renew_deadline))
-    b.set("vip_retryperiod", _seconds(c.election.timers.retry_period))
+        b.set("services", "true")
+        b.set("servicesLeaseName", c.election.services_lease_name)
+        b.set_unless_default("servicesElection", _bool(c.services.election))
+        b.set_unless_default("lbClassOnly", _bool(c.services.lb_class_only))
+        b.set_unless_default("lbClassName", c.services.lb_class_name)
+        b.set_unless_default("lbClassNameLegacyHandling", _bool(c.services.lb_class_legacy))
+    b.set_unless_default("leaderElection", _bool(c.election.requested))
+    b.set("leaseName", c.election.lease_name)
+    b.set("leaseDuration", _seconds(c.election.timers.lease_duration))
+    b.set("leaseRenewDuration", _seconds(c.election.timers.renew_deadline))
+    b.set("leaseRetry", _seconds(c.election.timers.retry_period))
     if c.election.etcd is not None:
         etcd = c.election.etcd
-        b.set("vip_leaderelectiontype", ElectionType.ETCD.value)
-        b.set("etcd_endpoints", ",".join(etcd.endpoints))
-        for env_name, volume, path in (("etcd_cacert", "etcd-ca", etcd.ca_cert), ("etcd_cert", "etcd-cert", etcd.cert),
-                                       ("etcd_key", "etcd-key", etcd.key)):
+        b.set("leaderElectionType", ElectionType.ETCD.value)
+        b.set("etcdEndpoints", ",".join(etcd.endpoints))
+        for option, volume, path in (("etcdCACert", "etcd-ca", etcd.ca_cert), ("etcdCert", "etcd-cert", etcd.cert),
+                                     ("etcdKey", "etcd-key", etcd.key)):
             if path is not None:
-                b.set(env_name, str(path))
+                b.set(option, str(path))
                 b.host_file(volume, path)
     if c.mode is Mode.BGP:
         _bgp_environment(b)
@@ -133,13 +141,11 @@ def _environment(b: _PodBuilder) -> None:
         _metal_environment(b)
     observability = c.observability
     prometheus = observability.prometheus
-    b.set("prometheus_server", "" if prometheus is None else _listen(prometheus))
+    b.set("prometheusHTTPServer", "" if prometheus is None else _listen(prometheus))
     if observability.health_port:
-        b.set("health_check_port", str(observability.health_port))
-    if observability.log_level != 20:
-        b.set("vip_loglevel", {10: "debug", 30: "warning", 40: "error"}[observability.log_level])
-    if observability.log_format.value != "text":
-        b.set("log_format", observability.log_format.value)
+        b.set("healthCheckPort", str(observability.health_port))
+    b.set_unless_default("log-level", _LOG_LEVELS[observability.log_level])
+    b.set_unless_default("log-format", observability.log_format.value)
 
 
 def _listen(address: tuple[str, int]) -> str:
@@ -149,61 +155,57 @@ def _listen(address: tuple[str, int]) -> str:
 
 def _bgp_environment(b: _PodBuilder) -> None:
     bgp = b.config.bgp
-    b.set("bgp_enable", "true")
+    b.set("bgp", "true")
     if bgp.router_id is not None:
-        b.set("bgp_routerid", str(bgp.router_id))
-    b.set("bgp_as", str(bgp.local_as))
+        b.set("bgpRouterID", str(bgp.router_id))
+    b.set("localAS", str(bgp.local_as))
     # a single peer whose password is in a file stays separate (bgp_peeraddress + bgp_peerpass_file)
     listed = bgp.peers[:-1] if bgp.peer_pass_file is not None else bgp.peers
     if listed:
         peers = format_peer_list(listed, reveal=True)
         if any(peer.password for peer in listed):
-            b.secret("bgp_peers", "--bgppeers", Secret(peers), "--bgppeersFile")
+            b.secret("bgppeers", Secret(peers), "bgppeersFile")
         else:
-            b.set("bgp_peers", peers)
+            b.set("bgppeers", peers)
     if bgp.peers_file is not None:
-        b.set("bgp_peers_file", str(bgp.peers_file))
+        b.set("bgppeersFile", str(bgp.peers_file))
         b.host_file("bgp-peers", bgp.peers_file)
     if bgp.peer_pass_file is not None:
         single = bgp.peers[-1]
-        b.set("bgp_peeraddress", str(single.address))
-        b.set("bgp_peeras", str(single.asn))
-        b.set("bgp_multihop", _bool(single.multihop))
-        b.set("bgp_peerpass_file", str(bgp.peer_pass_file))
+        b.set("peerAddress", str(single.address))
+        b.set("peerAS", str(single.asn))
+        b.set("multihop", _bool(single.multihop))
+        b.set("peerPassFile", str(bgp.peer_pass_file))
         b.host_file("bgp-peerpass", bgp.peer_pass_file)
     if bgp.source_ip is not None:
-        b.set("bgp_sourceip", str(bgp.source_ip))
+        b.set("sourceIP", str(bgp.source_ip))
     if bgp.source_if is not None:
-        b.set("bgp_sourceif", bgp.source_if)
-    if bgp.hold_time != 30:
-        b.set("bgp_hold_time", str(bgp.hold_time))
-    if bgp.keepalive != 10:
-        b.set("bgp_keepalive_interval", str(bgp.keepalive))
+        b.set("sourceIF", bgp.source_if)
+    b.set_unless_default("bgpHoldTimer", str(bgp.hold_time))
+    b.set_unless_default("bgpKeepAliveInterval", str(bgp.keepalive))
     if bgp.annotations:
-        b.set("annotation", bgp.annotations)
+        b.set("annotations", bgp.annotations)
 
 
 def _metal_environment(b: _PodBuilder) -> None:
     metal = b.config.metal
-    b.set("vip_packet", "true")
+    b.set("metal", "true")
     if metal.project:
-        b.set("vip_packetproject", metal.project)
+        b.set("metalProject", metal.project)
     if metal.project_id:
-        b.set("vip_packetprojectid", metal.project_id)
+        b.set("metalProjectID", metal.project_id)
     if metal.device_id:
-        b.set("vip_packetdeviceid", metal.device_id)
-    if metal.api_url != "https://api.equinix.com/metal/v1":
-        b.set("vip_packetapiurl", metal.api_url)
-    if metal.metadata_url != "https://metadata.platformequinix.com/metadata":
-        b.set("vip_packetmetadataurl", metal.metadata_url)
+        b.set("metalDeviceID", metal.device_id)
+    b.set_unless_default("metalAPIURL", metal.api_url)
+    b.set_unless_default("metalMetadataURL", metal.metadata_url)
     if metal.api_key is not None:
-        b.secret("PACKET_AUTH_TOKEN", "--metalKey", metal.api_key, "--metalKeyFile")
+        b.secret("metalKey", metal.api_key, "metalKeyFile")
     if metal.api_key_file is not None:
-        b.set("vip_packetkeyfile", str(metal.api_key_file))
+        b.set("metalKeyFile", str(metal.api_key_file))
         b.host_file("metal-key", metal.api_key_file)
     if metal.provider_config is not None:
         path = metal.provider_config
-        b.set("provider_config", str(path))
+        b.set("provider-config", str(path))
         if b.static:
             b.host_file("provider-config", path)
         else:
@@ -226,13 +228,13 @@ def _kubeconfig(b: _PodBuilder, spec: dict[str, Any], in_cluster: bool) -> None:
         spec["serviceAccountName"] = "kube-vip"
         return
     kube = b.config.kubernetes
-    b.set("k8s_config_file", str(kube.config_path))
-    b.set("k8s_bootstrap_config_file", str(kube.bootstrap_config_path))
+    b.set("k8sConfigPath", str(kube.config_path))
+    b.set("k8sBootstrapConfigPath", str(kube.bootstrap_config_path))
     b.host_dir("kubeconfig", posixpath.dirname(str(kube.config_path)))
     b.host_dir("kubeconfig-bootstrap", posixpath.dirname(str(kube.bootstrap_config_path)))
     spec["hostAliases"] = [{"ip": "127.0.0.1", "hostnames": ["kubernetes"]}]
     if kube.api_url:
-        b.set("kubernetes_addr", kube.api_url)
+        b.set("kubernetesAddr", kube.api_url)
 
 
 def _pod_spec(config: Config, static: bool) -> tuple[dict[str, Any], dict[str, str]]:
@@ -247,10 +249,8 @@ def _pod_spec(config: Config, static: bool) -> tuple[dict[str, Any], dict[str, s
     container = spec["containers"][0]
     container["image"] = _image(config.manifest.image)
     container["env"] = builder.env
-    if config.observability.health_port:
-        container["livenessProbe"] = {
-            "httpGet": {"path": "/healthz", "port": config.observability.health_port, "host": "127.0.0.1"},
-            "periodSeconds": 10, "failureThreshold": 3}
+    # no livenessProbe until /healthz is served (--healthCheckPort is refused by this version's manager): a probe
+    # on an endpoint nothing serves would make the kubelet restart the pod forever
     if builder.mounts:
         container["volumeMounts"] = builder.mounts
     else:

@@ -25,9 +25,20 @@ class Group(Enum):
     MANIFEST = "Manifest generation"
 
 
+class Availability(Enum):
+    """Who honours a setting today. A `NOT_YET` setting is parsed and validated (so `manifest` can render it for a
+    cluster that upgrades later), but the manager refuses any value other than its default with one line naming
+    it: an option is never accepted and then ignored."""
+
+    DAEMON = "daemon"
+    MANIFEST = "manifest"  # read by `manifest` only (the image, --inCluster, --taint)
+    NOT_YET = "not yet"
+
+
 @dataclass(frozen=True)
 class Option:
-    """One setting. `name` is the canonical flag without dashes; the first `env` entry is the one manifests emit."""
+    """One setting. `name` is the canonical flag without dashes; the first `env` entry is the one manifests emit.
+    `feature` names what a `NOT_YET` option belongs to, for the refusal."""
 
     name: str
     group: Group
@@ -38,7 +49,30 @@ class Option:
     boolean: bool = False
     secret: bool = False
     metavar: str = "VALUE"
-    manifest_only: bool = False
+    available: Availability = Availability.DAEMON
+    feature: str = ""
+
+    @property
+    def manifest_only(self) -> bool:
+        return self.available is Availability.MANIFEST
+
+    @property
+    def env_name(self) -> str:
+        """The variable a manifest sets for this option."""
+        if not self.env:
+            raise KeyError(f"--{self.name} has no environment variable")
+        return self.env[0]
+
+    def is_default(self, text: str) -> bool:
+        """True when `text` means the same as the default (booleans compared as booleans; "" is "not given")."""
+        if self.boolean:
+            from generic.parse import parse_bool
+
+            try:
+                return parse_bool(text) == parse_bool(self.default or "false")
+            except ValueError:
+                return False
+        return text.strip() in ("", self.default or "")
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -54,30 +88,40 @@ def _flag(name: str, group: Group, help: str, *env: str, **kw: object) -> Option
 
 
 _B = {"boolean": True, "default": "false"}
+_M: dict[str, object] = {"available": Availability.MANIFEST}
+
+
+def _later(feature: str) -> dict[str, object]:
+    return {"available": Availability.NOT_YET, "feature": feature}
+
+
+_SERVICES = _later("Services of type LoadBalancer")
+_BGP = _later("BGP")
+_ETCD = _later("etcd leader election")
 
 OPTIONS: tuple[Option, ...] = (
     # Mode (seed: the first two rows of the table)
     _flag("controlplane", Group.MODE, "Provide the control-plane VIP", "cp_enable", aliases=("--controlPlane",), **_B),
     _flag("services", Group.MODE, "Watch Services of type LoadBalancer and provide their VIPs", "svc_enable",
-          aliases=("--servcies",), **_B),
+          aliases=("--servcies",), **_B, **_SERVICES),
     # VIP config
     _flag("arp", Group.VIP, "Announce VIPs with gratuitous ARP / unsolicited NDP from the leader", "vip_arp", **_B),
-    _flag("bgp", Group.VIP, "Announce VIPs over BGP", "bgp_enable", **_B),
+    _flag("bgp", Group.VIP, "Announce VIPs over BGP", "bgp_enable", **_B, **_BGP),
     _flag("vip", Group.VIP, "Deprecated: use --address", "vip_address", metavar="IP"),
     _flag("address", Group.VIP, "The VIP: an IP address, a comma list of one IPv4 and one IPv6, or a DNS name",
           "address", metavar="IP|NAME"),
     _flag("interface", Group.VIP, "Interface for the VIP (default: the interface of the default route)",
           "vip_interface", metavar="IFACE"),
     _flag("serviceInterface", Group.VIP, "Interface for Service VIPs (default: --interface)",
-          "vip_servicesinterface", metavar="IFACE"),
+          "vip_servicesinterface", metavar="IFACE", **_SERVICES),
     _flag("leaderElection", Group.VIP, "Elect one node to hold the VIP (always on for ARP and the Elastic IP)",
           "vip_leaderelection", **_B),
     _flag("cidr", Group.VIP, "Prefix length of the VIP: 32 (IPv4) / 128 (IPv6), or '24,64' for both families",
           "vip_cidr", "vip_subnet", aliases=("--vipSubnet",), default="32,128", metavar="BITS"),
     _flag("inCluster", Group.VIP, "Use the pod's ServiceAccount instead of a host kubeconfig "
-          "(manifest default: false for a pod, true for a DaemonSet)", manifest_only=True, boolean=True),
+          "(manifest default: false for a pod, true for a DaemonSet)", boolean=True, **_M),
     _flag("taint", Group.VIP, "DaemonSet: run only on control-plane nodes (tolerations and node affinity)",
-          manifest_only=True, **_B),
+          **_M, **_B),
     _flag("leaseDuration", Group.VIP, "Seconds a lease is valid without renewal", "vip_leaseduration",
           default="5", metavar="SECONDS"),
     _flag("leaseRenewDuration", Group.VIP, "Seconds the leader keeps trying to renew before it steps down",
@@ -89,9 +133,9 @@ OPTIONS: tuple[Option, ...] = (
     _flag("leaseName", Group.VIP, "Name of the control-plane Lease", "vip_leasename", default="plndr-cp-lock",
           metavar="NAME"),
     _flag("servicesLeaseName", Group.VIP, "Name of the Services Lease (ARP mode)", "svc_leasename",
-          default="plndr-svcs-lock", metavar="NAME"),
+          default="plndr-svcs-lock", metavar="NAME", **_SERVICES),
     _flag("leaderElectionType", Group.VIP, "Where the election runs: kubernetes (a Lease) or etcd",
-          "vip_leaderelectiontype", default="kubernetes", metavar="TYPE"),
+          "vip_leaderelectiontype", default="kubernetes", metavar="TYPE", **_ETCD),
     _flag("port", Group.VIP, "Port of the Kubernetes API server behind the control-plane VIP", "port",
           default="6443", metavar="PORT"),
     _flag("arpRate", Group.VIP, "Milliseconds between gratuitous ARP / NDP repeats (500-60000)", "vip_arpRate",
@@ -99,28 +143,30 @@ OPTIONS: tuple[Option, ...] = (
     _flag("nodeName", Group.VIP, "This node's Kubernetes name (default: the host name, lower case)",
           "vip_nodename", metavar="NAME"),
     # BGP config
-    _flag("bgpRouterID", Group.BGP, "BGP router ID, typically this node's address", "bgp_routerid", metavar="IPV4"),
-    _flag("localAS", Group.BGP, "The AS we peer from", "bgp_as", default="65000", metavar="AS"),
+    _flag("bgpRouterID", Group.BGP, "BGP router ID, typically this node's address", "bgp_routerid", metavar="IPV4",
+          **_BGP),
+    _flag("localAS", Group.BGP, "The AS we peer from", "bgp_as", default="65000", metavar="AS", **_BGP),
     _flag("bgppeers", Group.BGP, "Peers: address:AS:password:multihop[:port],... ([v6] in brackets, "
-          'a "quoted" field may hold : and ,)', "bgp_peers", secret=True, metavar="PEERS"),
+          'a "quoted" field may hold : and ,)', "bgp_peers", secret=True, metavar="PEERS", **_BGP),
     _flag("bgppeersFile", Group.BGP, "File holding the --bgppeers list (keeps passwords out of manifests)",
-          "bgp_peers_file", metavar="PATH"),
-    _flag("peerAddress", Group.BGP, "Address of a single BGP peer", "bgp_peeraddress", metavar="IP"),
+          "bgp_peers_file", metavar="PATH", **_BGP),
+    _flag("peerAddress", Group.BGP, "Address of a single BGP peer", "bgp_peeraddress", metavar="IP", **_BGP),
     _flag("peerAS", Group.BGP, "AS of the single peer, and of --bgppeers entries that leave AS empty",
-          "bgp_peeras", default="65000", metavar="AS"),
+          "bgp_peeras", default="65000", metavar="AS", **_BGP),
     _flag("peerPass", Group.BGP, "TCP MD5 password of the single peer", "bgp_peerpass", secret=True,
-          metavar="PASSWORD"),
-    _flag("peerPassFile", Group.BGP, "File holding the single peer's password", "bgp_peerpass_file", metavar="PATH"),
+          metavar="PASSWORD", **_BGP),
+    _flag("peerPassFile", Group.BGP, "File holding the single peer's password", "bgp_peerpass_file", metavar="PATH",
+          **_BGP),
     _flag("multihop", Group.BGP, "Enable eBGP multihop with the single peer", "bgp_multihop",
-          aliases=("--multiHop",), **_B),
+          aliases=("--multiHop",), **_B, **_BGP),
     _flag("annotations", Group.BGP, "Wait for and use BGP settings from node annotations with this prefix "
-          "(e.g. metal.equinix.com)", "annotation", aliases=("--annotaions",), metavar="PREFIX"),
-    _flag("sourceIP", Group.BGP, "Source address of the BGP sessions", "bgp_sourceip", metavar="IP"),
-    _flag("sourceIF", Group.BGP, "Source interface of the BGP sessions", "bgp_sourceif", metavar="IFACE"),
+          "(e.g. metal.equinix.com)", "annotation", aliases=("--annotaions",), metavar="PREFIX", **_BGP),
+    _flag("sourceIP", Group.BGP, "Source address of the BGP sessions", "bgp_sourceip", metavar="IP", **_BGP),
+    _flag("sourceIF", Group.BGP, "Source interface of the BGP sessions", "bgp_sourceif", metavar="IFACE", **_BGP),
     _flag("bgpHoldTimer", Group.BGP, "BGP hold time in seconds (0 or 3-65535)", "bgp_hold_time", default="30",
-          metavar="SECONDS"),
+          metavar="SECONDS", **_BGP),
     _flag("bgpKeepAliveInterval", Group.BGP, "BGP keepalive interval in seconds (less than the hold time)",
-          "bgp_keepalive_interval", default="10", metavar="SECONDS"),
+          "bgp_keepalive_interval", default="10", metavar="SECONDS", **_BGP),
     # Equinix Metal
     _flag("metal", Group.METAL, "Use the Equinix Metal API (Elastic IP for the control plane, BGP settings)",
           "vip_packet", **_B),
@@ -140,24 +186,24 @@ OPTIONS: tuple[Option, ...] = (
           "vip_packetmetadataurl", default="https://metadata.platformequinix.com/metadata", metavar="URL"),
     # DNS and DDNS
     _flag("ddns", Group.DNS, "Get the VIP by DHCP and register --address (an FQDN) through dynamic DNS",
-          "vip_ddns", **_B),
+          "vip_ddns", **_B, **_later("DDNS")),
     _flag("dnsMode", Group.DNS, "Which answers of a DNS --address to use: first, ipv4, ipv6, dual", "dns_mode",
           default="first", metavar="MODE"),
     # etcd election
     _flag("etcdEndpoints", Group.ETCD, "etcd endpoints, comma separated (host:port or URL)", "etcd_endpoints",
-          metavar="LIST"),
-    _flag("etcdCACert", Group.ETCD, "CA certificate for etcd", "etcd_cacert", metavar="PATH"),
-    _flag("etcdCert", Group.ETCD, "Client certificate for etcd", "etcd_cert", metavar="PATH"),
-    _flag("etcdKey", Group.ETCD, "Client key for etcd", "etcd_key", metavar="PATH"),
+          metavar="LIST", **_ETCD),
+    _flag("etcdCACert", Group.ETCD, "CA certificate for etcd", "etcd_cacert", metavar="PATH", **_ETCD),
+    _flag("etcdCert", Group.ETCD, "Client certificate for etcd", "etcd_cert", metavar="PATH", **_ETCD),
+    _flag("etcdKey", Group.ETCD, "Client key for etcd", "etcd_key", metavar="PATH", **_ETCD),
     # Services
     _flag("servicesElection", Group.SERVICES, "One election per Service instead of one for all", "svc_election",
-          **_B),
+          **_B, **_SERVICES),
     _flag("lbClassOnly", Group.SERVICES, "Only Services whose loadBalancerClass is --lbClassName", "lb_class_only",
-          **_B),
+          **_B, **_SERVICES),
     _flag("lbClassName", Group.SERVICES, "The loadBalancerClass we serve", "lb_class_name",
-          default="kube-vip.io/kube-vip-class", metavar="NAME"),
+          default="kube-vip.io/kube-vip-class", metavar="NAME", **_SERVICES),
     _flag("lbClassNameLegacyHandling", Group.SERVICES, "Also serve Services without a loadBalancerClass",
-          "lb_class_legacy_handling", boolean=True, default="true"),
+          "lb_class_legacy_handling", boolean=True, default="true", **_SERVICES),
     # Kubernetes client
     _flag("k8sConfigPath", Group.KUBERNETES, "kubeconfig of a static pod", "k8s_config_file",
           default="/etc/kubernetes/admin.conf", metavar="PATH"),
@@ -172,11 +218,11 @@ OPTIONS: tuple[Option, ...] = (
     _flag("log-format", Group.OBSERVABILITY, "text (key=value) or json, one event per line", "log_format",
           default="text", metavar="FORMAT"),
     _flag("prometheusHTTPServer", Group.OBSERVABILITY, "Metrics listen address; empty disables",
-          "prometheus_server", default=":2112", metavar="HOST:PORT"),
+          "prometheus_server", default="", metavar="HOST:PORT", **_later("The Prometheus metrics endpoint")),
     _flag("healthCheckPort", Group.OBSERVABILITY, "Port of /healthz (1025-65535); 0 disables",
-          "health_check_port", default="0", metavar="PORT"),
+          "health_check_port", default="0", metavar="PORT", **_later("The /healthz endpoint")),
     # Manifest generation
-    _flag("image", Group.MANIFEST, "Container image of generated manifests", manifest_only=True,
+    _flag("image", Group.MANIFEST, "Container image of generated manifests", **_M,
           default="ghcr.io/kube-vip-metal/kube-vip-metal", metavar="IMAGE"),
 )
 

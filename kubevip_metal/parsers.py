@@ -1,42 +1,28 @@
-"""Parsers for single configuration values.
+"""Parsers for single configuration values: one home for every flag's and variable's syntax.
 
 Each takes the text a person typed (flag or environment variable) and returns a typed value, or raises
-`ValueError` whose message is the reason alone ("not an AS number (1-4294967295)"); the caller adds the
-flag name and the value, so every message has the same shape.
+`ValueError` whose message is the reason alone ("not an AS number (1-4294967295)"); the caller (config.py) adds
+the flag name and the value, so every message has the same shape. The primitives shared with `generic/` (booleans,
+numbers, AS numbers, ports, IPs) live in `generic.parse` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import re
 import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from generic.parse import IPAddress, parse_asn, parse_bool, parse_int, parse_ip, parse_port
 
-_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
-_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+__all__ = ["IPAddress", "parse_asn", "parse_bool", "parse_int", "parse_ip", "parse_port"]
+
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _IFNAME_BAD = re.compile(r"[\s/:]")
-
-
-def parse_bool(text: str) -> bool:
-    """Go's strconv.ParseBool, which kube-vip uses for every boolean environment variable."""
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError("not a boolean (true/false, 1/0, t/f)")
-
-
-def parse_asn(text: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise ValueError("not an AS number (1-4294967295)")
-    value = int(text)
-    if not 1 <= value <= 4294967295:
-        raise ValueError("not an AS number (1-4294967295)")
-    return value
 
 
 def parse_seconds(text: str) -> float:
@@ -56,25 +42,8 @@ def parse_seconds(text: str) -> float:
     return value
 
 
-def parse_int(text: str, low: int, high: int, what: str = "a number") -> int:
-    stripped = text.strip()
-    if not stripped.isascii() or not stripped.lstrip("-").isdigit() or len(stripped) > 12:
-        raise ValueError(f"not {what} ({low}-{high})")
-    value = int(stripped)
-    if not low <= value <= high:
-        raise ValueError(f"not {what} ({low}-{high})")
-    return value
 
 
-def parse_port(text: str) -> int:
-    return parse_int(text, 1, 65535, "a TCP port")
-
-
-def parse_ip(text: str) -> IPAddress:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        raise ValueError("not an IP address") from None
 
 
 def parse_ipv4(text: str) -> ipaddress.IPv4Address:
@@ -143,4 +112,109 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 def parse_choice(text: str, choices: tuple[str, ...]) -> str:
     if text not in choices:
         raise ValueError("must be one of " + ", ".join(choices))
+    return text
+
+
+
+def parse_path(text: str) -> Path:
+    if "\x00" in text:
+        raise ValueError("not a file path")
+    path = Path(text)
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    return path
+
+
+def parse_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("not an http(s) URL")
+    return text.rstrip("/")
+
+
+def parse_log_level(text: str) -> int:
+    names = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
+             "error": logging.ERROR}
+    if text.lower() in names:
+        return names[text.lower()]
+    try:
+        number = parse_int(text, -8, 12, "a log level")
+    except ValueError:
+        raise ValueError("not a log level (debug, info, warning, error, or slog's -4, 0, 4, 8)") from None
+    # kube-vip passes Go slog levels: -4 debug, 0 info, 4 warn, 8 error
+    if number <= -4:
+        return logging.DEBUG
+    if number <= 0:
+        return logging.INFO
+    if number <= 4:
+        return logging.WARNING
+    return logging.ERROR
+
+
+def parse_health_port(text: str) -> int:
+    port = parse_int(text, 0, 65535, "a port")
+    if 0 < port <= 1024:
+        raise ValueError("must be 0 (off) or above 1024")
+    return port
+
+
+def parse_etcd_endpoints(text: str) -> tuple[str, ...]:
+    endpoints = tuple(part.strip() for part in text.split(",") if part.strip())
+    for endpoint in endpoints:
+        target = endpoint
+        if "://" in endpoint:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("not an etcd endpoint (host:port or http(s)://host:port)")
+            target = parts.netloc
+        parse_listen_address(target)
+        if target.startswith(":"):
+            raise ValueError("an etcd endpoint needs a host")
+    if not endpoints:
+        raise ValueError("no endpoint")
+    return endpoints
+
+
+def parse_vip_address(text: str) -> tuple[tuple[IPAddress, ...], str | None]:
+    """IPs (at most one per family) or one DNS name."""
+    parts = [part.strip() for part in text.split(",")]
+    addresses: list[IPAddress] = []
+    for part in parts:
+        try:
+            addresses.append(ipaddress.ip_address(part))
+        except ValueError:
+            if len(parts) == 1 and is_dns_name(part):
+                return (), part.rstrip(".").lower()
+            raise ValueError("not an IP address or a DNS name") from None
+    if len({a.version for a in addresses}) != len(addresses):
+        raise ValueError("at most one IPv4 and one IPv6 address")
+    for address in addresses:
+        if address.is_unspecified or address.is_multicast or address.is_loopback or address.is_link_local:
+            raise ValueError("a VIP must be a unicast address (not loopback, link-local, multicast or 0.0.0.0)")
+    return tuple(addresses), None
+
+
+def parse_prefixes(text: str, addresses: tuple[IPAddress, ...]) -> tuple[int, int]:
+    """`v4,v6` prefix lengths, or one length for the family of the addresses."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) == 2:
+        return parse_int(parts[0], 1, 32, "an IPv4 prefix length"), parse_int(
+            parts[1], 1, 128, "an IPv6 prefix length")
+    if len(parts) != 1:
+        raise ValueError("one prefix length, or 'v4,v6'")
+    if addresses and all(a.version == 6 for a in addresses):
+        return 32, parse_int(parts[0], 1, 128, "an IPv6 prefix length")
+    return parse_int(parts[0], 1, 32, "an IPv4 prefix length"), 128
+
+
+def parse_image(text: str) -> str:
+    if not text or any(c.isspace() for c in text) or len(text) > 512:
+        raise ValueError("not a container image reference")
+    return text
+
+
+def parse_class_name(text: str) -> str:
+    name, _, path = text.rpartition("/")
+    if not path or (name and not is_dns_name(name)):
+        raise ValueError("not a loadBalancerClass (domain/name)")
     return text

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from generic.bgp.peers import BgpPeer, PeerListError, format_peer_list, parse_peer_list
 from generic.secret import Secret
-from kubevip_metal.bgp_peers import BgpPeer, PeerListError, format_peer_list, parse_peer_list
 
 
 def test_kube_vip_examples() -> None:

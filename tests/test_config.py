@@ -23,11 +23,13 @@ from kubevip_metal.config import (
 
 def configure(argv: list[str], env: dict[str, str] | None = None, command: str = "manager",
               read_files: bool | None = None) -> Config:
+    """The configuration as the manager parses it, including features it refuses to run until they land (their
+    refusal is tested in tests/test_availability.py)."""
     parsed, given = parse_command_line([*command.split(), *argv])
     assert parsed is not None
     if parsed is Command.MANAGER:
         given.update(given_from_env(env or {}))
-    return build_config(given, parsed, read_files=read_files, hostname=lambda: "Node-1")
+    return build_config(given, parsed, read_files=read_files, hostname=lambda: "Node-1", refuse_unavailable=False)
 
 
 ARP_CP = ["--controlplane", "--arp", "--address", "192.0.2.10"]
@@ -42,14 +44,14 @@ def test_defaults_follow_kube_vip() -> None:
     assert config.vip.port == 6443
     assert config.vip.arp_rate_ms == 3000
     timers = config.election.timers
-    assert (timers.duration, timers.renew_deadline, timers.retry_period) == (5, 3, 1)
+    assert (timers.lease_duration, timers.renew_deadline, timers.retry_period) == (5, 3, 1)
     assert config.election.lease_name == "plndr-cp-lock"
     assert config.election.services_lease_name == "plndr-svcs-lock"
     assert config.election.namespace == "kube-system"
     assert config.bgp.local_as == 65000
     assert config.node_name == "node-1"  # host name, lower-cased as kube-vip does
     assert config.observability.log_level == logging.INFO
-    assert config.observability.prometheus == ("", 2112)
+    assert config.observability.prometheus is None  # kube-vip's :2112 once metrics land
     assert config.kubernetes.config_path == Path("/etc/kubernetes/admin.conf")
     assert config.control_plane_elects  # ARP always elects
 
@@ -59,7 +61,7 @@ def test_environment_overrides_flags() -> None:
                        {"bgp_as": "65010", "vip_leaseduration": "15", "vip_renewdeadline": "10",
                         "vip_retryperiod": "2", "address": "192.0.2.20"})
     assert config.bgp.local_as == 65010
-    assert config.election.timers.duration == 15
+    assert config.election.timers.lease_duration == 15
     assert config.vip.addresses == (ipaddress.IPv4Address("192.0.2.20"),)
 
 

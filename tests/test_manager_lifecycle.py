@@ -54,7 +54,7 @@ def test_json_logs_are_one_object_per_line_with_the_effective_config() -> None:
     process.wait(timeout=5)
     events = [json.loads(line) for line in lines]
     effective = next(e for e in events if e["event"] == "config.effective")
-    assert effective["election.timers.duration"] == 15.0
+    assert effective["election.timers.lease_duration"] == 15.0
     assert effective["vip.addresses"] == ["192.0.2.10"]
     assert effective["mode"] == "arp"
     assert all({"ts", "level", "event"} <= set(e) for e in events)

@@ -32,18 +32,25 @@ def test_manager_run_with_every_secret_prints_none(tmp_path: Path) -> None:
     pass_file.write_text(PASSWORDS[3])
     provider = tmp_path / "cloud-sa.json"
     provider.write_text('{"apiKey": "ccm-k3y", "projectID": "7c1b2f3a-0000-4000-8000-000000000001"}')
+    # every secret at once: BGP is refused until it lands, and the refusal shows none of them
     args = ["manager", "--services", "--bgp", "--metal", "--provider-config", str(provider),
             "--bgppeers", '198.51.100.1:65001:s3cr3t-a:true,[2001:db8::1]:65002:"s3cr3t:b,c":false',
             "--peerAddress", "198.51.100.3", "--peerPassFile", str(pass_file), "--log-level", "debug"]
+    refused = run_cli(args, {"PACKET_AUTH_TOKEN": TOKEN, "bgp_peerpass": ""})
+    assert refused.returncode == 2 and "not available yet" in refused.stderr, refused.stderr
+    _assert_clean(refused.stdout + refused.stderr)
+    # the Metal token through a real run that retries (no kubeconfig, no Metal API) and logs everything at debug
+    args = ["manager", "--controlplane", "--metal", "--address", "192.0.2.10", "--provider-config", str(provider),
+            "--metalAPIURL", "http://127.0.0.1:9/metal/v1", "--k8sConfigPath", str(tmp_path / "none.conf"),
+            "--log-level", "debug"]
     for log_format in ("text", "json"):
         process = subprocess.Popen([*CLI, *args, "--log-format", log_format], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True,
-                                   env=clean_env({"PACKET_AUTH_TOKEN": TOKEN, "bgp_peerpass": ""}))
+                                   stderr=subprocess.PIPE, text=True, env=clean_env({"PACKET_AUTH_TOKEN": TOKEN}))
         time.sleep(1.0)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=10)
         assert process.returncode == 0, err
-        assert "config.effective" in err and "***" in err
+        assert "config.effective" in err and "***" in err and "manager.not_ready" in err
         _assert_clean(out + err)
 
 
@@ -74,7 +81,7 @@ def test_repr_and_describe_mask_secrets() -> None:
     command, given = parse_command_line(["manager", "--services", "--bgp", "--metal", "--metalProject", "p",
                                          "--metalKey", TOKEN, "--bgppeers", "198.51.100.1:65001:s3cr3t-a"])
     assert command is not None
-    config = build_config(given, command, hostname=lambda: "n1")
+    config = build_config(given, command, hostname=lambda: "n1", refuse_unavailable=False)
     _assert_clean(repr(config) + str(config) + f"{config}" + repr(dict(describe(config))))
     assert repr(Secret("x")) == "Secret('***')" and str(Secret("x")) == "***"
 

@@ -42,16 +42,33 @@ log = get_logger("generic.election")
 JITTER_FACTOR = 1.2  # client-go's: renew_deadline must exceed retry_period by this factor
 
 
+class TimerError(ValueError):
+    """The timers break the invariant; `field` is the one that must shrink, `limit` what it must stay below."""
+
+    def __init__(self, field: str, limit: float, message: str) -> None:
+        super().__init__(message)
+        self.field, self.limit = field, limit
+
+
 @dataclass(frozen=True)
 class Timers:
+    """The election's three timers, checked here and only here (the configuration, the lab and the CLI of
+    `python -m generic.election` all build one, and turn a `TimerError` into their own wording)."""
+
     lease_duration: float
     renew_deadline: float
     retry_period: float
 
     def __post_init__(self) -> None:
-        if not self.lease_duration > self.renew_deadline > JITTER_FACTOR * self.retry_period > 0:
-            raise ValueError(f"need lease_duration > renew_deadline > {JITTER_FACTOR} x retry_period > 0, got "
-                             f"{self.lease_duration}/{self.renew_deadline}/{self.retry_period}")
+        if not min(self.lease_duration, self.renew_deadline, self.retry_period) > 0:
+            raise TimerError("retry_period", 0, "timers must be positive")
+        if not self.lease_duration > self.renew_deadline:
+            raise TimerError("renew_deadline", self.lease_duration,
+                             f"renew_deadline must be less than lease_duration ({self.lease_duration:g} s)")
+        if not self.renew_deadline > JITTER_FACTOR * self.retry_period:
+            limit = self.renew_deadline / JITTER_FACTOR
+            raise TimerError("retry_period", limit,
+                             f"retry_period must be less than renew_deadline / {JITTER_FACTOR} ({limit:.3g} s)")
 
     @property
     def lease_seconds(self) -> int:

@@ -46,7 +46,8 @@ class ElasticIp:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(2)
+        if self._thread.is_alive():
+            self._thread.join(2)
 
     def set_leading(self, leading: bool) -> None:
         with self._lock:

@@ -1,13 +1,14 @@
 """Put the Metal integration together at start: client, project, this device, and the EIP reservation.
 
 Errors that will not go away by waiting (no such project or reservation, a refused token, an ambiguous
-device) are `MetalSetupFatal`: the manager exits with one clear line. Anything transient (API down, 429,
-5xx) is `MetalSetupPending`: the manager keeps retrying and says so in the log.
+device) are `MetalSetupFatal` (a `FatalError`: the manager exits with one clear line). Anything transient (API
+down, 429, 5xx) is `MetalSetupPending` (a `NotReady`: the manager keeps retrying and says so in the log).
 """
 
 from __future__ import annotations
 
 from kubevip_metal.config import Config
+from kubevip_metal.errors import FatalError, NotReady
 from kubevip_metal.metal import metadata
 from kubevip_metal.metal.client import MetalClient
 from kubevip_metal.metal.eip import ElasticIp
@@ -15,27 +16,32 @@ from kubevip_metal.metal.identity import IdentityError, find_self
 from kubevip_metal.metal.retry import MetalApiError
 
 
-class MetalSetupFatal(Exception):
+class MetalSetupFatal(FatalError):
     pass
 
 
-class MetalSetupPending(Exception):
+class MetalSetupPending(NotReady):
     pass
 
 
 def _classify(exc: MetalApiError) -> Exception:
     if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-        return MetalSetupFatal(str(exc))
-    return MetalSetupPending(str(exc))
+        return MetalSetupFatal(f"Metal API: {exc}")
+    return MetalSetupPending(f"Metal API: {exc}")
 
 
-def elastic_ip(config: Config, client: MetalClient | None = None) -> ElasticIp:
-    metal = config.metal
-    if metal.api_key is None:
+def metal_client(config: Config) -> MetalClient:
+    """The production client, from the configuration's token and URL."""
+    if config.metal.api_key is None:
         raise MetalSetupFatal("no Metal API token")
+    return MetalClient(config.metal.api_key, config.metal.api_url)
+
+
+def elastic_ip(config: Config, client: MetalClient) -> ElasticIp:
+    """This device's Elastic IP controller for the control-plane address, after checking the project has it."""
+    metal = config.metal
     if not config.vip.addresses:
         raise MetalSetupFatal("the Elastic IP mode needs --address to be an IP address")
-    client = client or MetalClient(metal.api_key, metal.api_url)
     assert config.node_name is not None
     try:
         project_id = metal.project_id or client.project_id_by_name(metal.project or "")

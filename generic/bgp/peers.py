@@ -1,4 +1,8 @@
-"""kube-vip's BGP peer list: `address:AS:password:multihop[:port]`, comma separated.
+"""A BGP peer, and kube-vip's peer list syntax: `address:AS:password:multihop[:port]`, comma separated.
+
+One peer model for every source: flags, the Equinix Metal API and node annotations all produce `BgpPeer`s, each
+saying where it came from (`PeerSource`), so peers from several sources can be merged and a conflict reported
+with its origin.
 
 Compatible with what kube-vip users already write (`198.51.100.1:65001:pass:true`, `[2001:db8::1]:65002::false`,
 empty fields for defaults). One extension: a field may be written in double quotes, inside which `:`, `,`
@@ -13,12 +17,21 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from enum import Enum
 
+from generic.parse import IPAddress, parse_asn, parse_bool, parse_port
 from generic.secret import MASK, Secret
-from kubevip_metal.parsers import IPAddress, parse_asn, parse_bool, parse_port
 
 MD5_MAX_KEY_BYTES = 80  # Linux TCP_MD5SIG_MAXKEYLEN
 DEFAULT_BGP_PORT = 179
+
+
+class PeerSource(Enum):
+    """Where a peer's settings came from."""
+
+    FLAG = "flag"  # --bgppeers, --bgppeersFile, --peerAddress (and their variables)
+    METAL_API = "metal-api"
+    ANNOTATION = "annotation"
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,7 @@ class BgpPeer:
     password: Secret | None = None
     multihop: bool = False
     port: int = DEFAULT_BGP_PORT
+    source: PeerSource = PeerSource.FLAG
 
 
 class PeerListError(ValueError):

@@ -1,0 +1,105 @@
+"""The control-plane controller: this node wants the control-plane VIPs exactly while it holds the Lease.
+
+It is one owner of the VIP controller (`control-plane`). At start it claims its VIPs as *not wanted* (so the
+first reconcile pass removes what a crash left), then campaigns; the election callbacks flip the claim, and the
+VIP controller applies it at once. On stop the elector steps down first (the VIP is withdrawn in its callback),
+then releases the Lease, so a successor never overlaps with us.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+
+from generic.addresses import Addresses, Vip
+from generic.election import Callbacks, Elector, Lock
+from generic.logfmt import get_logger
+from generic.parse import IPAddress
+from kubevip_metal.config import Config, DnsMode
+from kubevip_metal.daemon.vips import VipController
+from kubevip_metal.errors import NotReady
+
+log = get_logger("kubevip_metal.controlplane")
+
+OWNER = "control-plane"
+
+Resolver = Callable[[str], list[IPAddress]]
+
+
+class VipSetupError(NotReady):
+    """The VIP cannot be placed yet (no interface, name does not resolve); the manager retries."""
+
+
+def _getaddrinfo(name: str) -> list[IPAddress]:
+    try:
+        answers = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise VipSetupError(f"cannot resolve {name}: {exc}") from None
+    found: list[IPAddress] = []
+    for answer in answers:
+        ip = ipaddress.ip_address(str(answer[4][0]))
+        if ip not in found:
+            found.append(ip)
+    return found
+
+
+def _choose(name: str, found: list[IPAddress], mode: DnsMode) -> list[IPAddress]:
+    # indexed, so that mypy keeps the union type (a comprehension over `ip.version == 4` narrows it)
+    v4 = [found[i] for i, ip in enumerate(found) if ip.version == 4][:1]
+    v6 = [found[i] for i, ip in enumerate(found) if ip.version == 6][:1]
+    choices = {DnsMode.FIRST: found[:1], DnsMode.IPV4: v4, DnsMode.IPV6: v6, DnsMode.DUAL: v4 + v6}
+    chosen = choices[mode]
+    if not chosen:
+        raise VipSetupError(f"{name} has no {mode.value} address")
+    return chosen
+
+
+def resolve_vips(config: Config, addresses: Addresses, default_interface: Callable[[Addresses, int], str | None],
+                 resolve: Resolver = _getaddrinfo) -> list[Vip]:
+    """The configured VIP(s) on `--interface`, or on the mode's default interface (the default route's, `lo`)."""
+    ips = list(config.vip.addresses)
+    if config.vip.dns_name:
+        ips = _choose(config.vip.dns_name, resolve(config.vip.dns_name), config.vip.dns_mode)
+    vips = []
+    for ip in ips:
+        interface = config.vip.interface or default_interface(addresses, ip.version)
+        if interface is None:
+            raise VipSetupError(f"no --interface given and no IPv{ip.version} default route to pick one from")
+        prefix = config.vip.prefix_v4 if ip.version == 4 else config.vip.prefix_v6
+        vips.append(Vip(ip, prefix, interface))
+    return vips
+
+
+class ControlPlane:
+    def __init__(self, config: Config, vips: VipController, wanted: list[Vip], lock: Lock, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        assert config.node_name is not None
+        self.vips, self.wanted, self._clock = vips, wanted, clock
+        self.vips.claim(OWNER, wanted, active=False)
+        self.elector = Elector(lock, config.node_name, config.election.timers,
+                               Callbacks(self._started_leading, self._stopped_leading, self._new_leader), clock=clock)
+        self._campaigning = False
+
+    def campaign(self) -> None:
+        if not self._campaigning:
+            self.elector.start()
+            self._campaigning = True
+
+    def _started_leading(self) -> None:
+        self.vips.claim(OWNER, self.wanted, active=True)
+        log.info("controlplane.leading", vips=[str(v) for v in self.wanted], mono=round(self._clock(), 6))
+
+    def _stopped_leading(self) -> None:
+        self.vips.claim(OWNER, self.wanted, active=False)
+        log.info("controlplane.following", vips=[str(v) for v in self.wanted], mono=round(self._clock(), 6))
+
+    def _new_leader(self, identity: str) -> None:
+        log.info("controlplane.leader", leader=identity)
+
+    def stop(self) -> None:
+        """Step down (the VIP goes in the callback), release the Lease, let go of the VIPs."""
+        if self._campaigning:
+            self.elector.stop(timeout=1.5)
+        self.vips.release(OWNER)

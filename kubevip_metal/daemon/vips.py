@@ -1,0 +1,181 @@
+"""The VIP controller: the one place that holds the desired state of this node's VIPs, and keeps the kernel and
+the announcers true to it.
+
+Desired state is a map from *owner* (the control plane; later each Service) to a claim: the VIPs the owner is
+responsible for, and whether it wants them here now (it leads). A VIP is wanted while at least one owner wants
+it, and given up only when the last one lets go, so two owners sharing an address (the control plane and a
+Service on the same IP, kube-vip's common case) never take it from each other. A VIP that owners are responsible
+for but nobody wants is kept *absent*: that is what removes the leftover of a crash, or an address someone added
+by hand on a follower.
+
+Changes apply at once, in the caller's thread (an election callback: the first gratuitous ARP leaves before
+`claim` returns). A reconciler thread compares the kernel with the desired state every `period` seconds and
+repairs drift both ways, logging every repair. The order is fixed: hold the address, then announce; stop
+announcing, then drop the address. All netlink use happens under one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from generic.addresses import AddressError, Addresses, Vip
+from generic.announce import Announcer
+from generic.logfmt import get_logger
+
+log = get_logger("kubevip_metal.vips")
+
+RECONCILE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    vips: frozenset[Vip]
+    active: bool
+
+
+class VipController:
+    def __init__(self, addresses: Addresses, announcers: Sequence[Announcer], *,
+                 period: float = RECONCILE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.addresses, self.announcers, self.period = addresses, list(announcers), period
+        self._clock = clock
+        self._claims: dict[str, Claim] = {}
+        self._announced: set[Vip] = set()  # what the announcers have been told to announce
+        self._released: set[Vip] = set()  # let go of by every owner: removed once, then no longer policed
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.repairs = 0
+
+    # -- desired state ------------------------------------------------------------------------------------
+
+    def claim(self, owner: str, vips: Iterable[Vip], active: bool) -> None:
+        """`owner` is responsible for `vips` and wants them here now if `active`; applied at once."""
+        with self._lock:
+            before = self._claims.get(owner)
+            claim = Claim(frozenset(vips), active)
+            self._claims[owner] = claim
+            if before is not None:
+                self._released |= before.vips - self._policed()
+            self._apply()
+
+    def release(self, owner: str) -> None:
+        """`owner` lets go of all its VIPs (each is withdrawn unless another owner still wants it)."""
+        with self._lock:
+            claim = self._claims.pop(owner, None)
+            if claim is None:
+                return
+            self._released |= claim.vips - self._policed()
+            self._apply()
+
+    def wanted(self) -> frozenset[Vip]:
+        with self._lock:
+            return frozenset().union(*(c.vips for c in self._claims.values() if c.active))
+
+    def owners_of(self, vip: Vip) -> list[str]:
+        with self._lock:
+            return sorted(owner for owner, claim in self._claims.items() if claim.active and vip in claim.vips)
+
+    def _policed(self) -> frozenset[Vip]:
+        return frozenset().union(*(c.vips for c in self._claims.values()))
+
+    # -- applying it --------------------------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        """Called with the lock held: announcers and kernel follow the desired state."""
+        wanted = self.wanted()
+        for vip in sorted(self._announced - wanted, key=str):
+            self._give_up(vip)
+        for vip in sorted(self._released - wanted, key=str):
+            self._remove(vip)
+        self._released.clear()
+        for vip in sorted(wanted - self._announced, key=str):
+            self._take(vip)
+
+    def _take(self, vip: Vip) -> bool:
+        try:
+            added = self.addresses.add(vip)
+        except AddressError as exc:
+            log.error("vip.add_failed", vip=str(vip), error=str(exc))  # the reconciler tries again
+            return False
+        if added:
+            log.info("vip.added", vip=str(vip), owners=self.owners_of(vip), mono=round(self._clock(), 6))
+        for announcer in self.announcers:
+            announcer.announce(vip)
+        self._announced.add(vip)
+        return True
+
+    def _give_up(self, vip: Vip) -> None:
+        for announcer in reversed(self.announcers):
+            announcer.withdraw(vip)
+        self._announced.discard(vip)
+        self._remove(vip)
+
+    def _remove(self, vip: Vip) -> bool:
+        try:
+            removed = self.addresses.remove(vip)
+        except AddressError as exc:
+            log.error("vip.remove_failed", vip=str(vip), error=str(exc))  # the reconciler tries again
+            return False
+        if removed:
+            log.info("vip.withdrawn", vip=str(vip), removed=True, mono=round(self._clock(), 6))
+        return removed
+
+    # -- reconciling --------------------------------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        """One pass: every wanted VIP present and announced, every policed but unwanted VIP absent. Returns the
+        number of repairs."""
+        repairs = 0
+        with self._lock:
+            wanted = self.wanted()
+            for vip in sorted(wanted, key=str):
+                try:
+                    if vip not in self._announced:
+                        repairs += self._take(vip)
+                    elif self.addresses.add(vip):
+                        log.warning("reconcile.repaired", vip=str(vip), leading=True, what="address re-added")
+                        for announcer in self.announcers:
+                            announcer.announce(vip)
+                        repairs += 1
+                    else:
+                        repairs += sum(announcer.refresh(vip) for announcer in self.announcers)
+                except Exception as exc:
+                    log.error("reconcile.failed", vip=str(vip), error=str(exc))
+            for vip in sorted(self._policed() - wanted, key=str):
+                try:
+                    if self.addresses.remove(vip):
+                        log.warning("vip.stray_removed", vip=str(vip))
+                        log.warning("reconcile.repaired", vip=str(vip), leading=False, what="stray address removed")
+                        repairs += 1
+                except Exception as exc:
+                    log.error("reconcile.failed", vip=str(vip), error=str(exc))
+            self.repairs += repairs
+        return repairs
+
+    def start(self) -> None:
+        """First pass now (it clears what a crash left behind), then one every period."""
+        with self._lock:
+            for vip in sorted(self._policed() - self.wanted(), key=str):
+                if self.addresses.remove(vip):  # AddressError goes to the caller: it cannot start like this
+                    log.warning("vip.leftover_removed", vip=str(vip))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="vip-reconciler", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self.reconcile()
+
+    def stop(self) -> None:
+        """Every owner lets go (nothing is left on the interface), then the announcers close."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        with self._lock:
+            for owner in list(self._claims):
+                self.release(owner)
+        for announcer in self.announcers:
+            announcer.close()

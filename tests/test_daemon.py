@@ -1,0 +1,173 @@
+"""The daemon started in-process with fakes: the composition root, the manager's retry loop, fatal errors, and two
+nodes handing the control-plane VIP over on one in-memory Lease. No namespaces, no subprocesses."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from generic.election.lock import Lock
+from kubevip_metal.cli import parse_command_line
+from kubevip_metal.config import Config, Mode, build_config
+from kubevip_metal.daemon.daemon import Daemon
+from kubevip_metal.daemon.dependencies import Dependencies
+from kubevip_metal.daemon.modes import Announcement, ModeFactory
+from kubevip_metal.errors import FatalError, NotReady
+from kubevip_metal.manager import run
+from kubevip_testbed.waiting import wait_for
+from tests.fakes import FakeAddresses, RecordingAnnouncer
+from tests.memory_lock import MemoryStore
+
+FAST = ["--leaseDuration", "1", "--leaseRenewDuration", "0.75", "--leaseRetry", "0.2"]
+
+
+def _config(node: str, *extra: str) -> Config:
+    command, given = parse_command_line(["manager", "--controlplane", "--arp", "--address", "192.0.2.10",
+                                         "--nodeName", node, *FAST, *extra])
+    assert command is not None
+    return build_config(given, command)
+
+
+class Node:
+    """One node's daemon with its own fake kernel and announcer, on a shared Lease store."""
+
+    def __init__(self, name: str, store: MemoryStore, *extra: str) -> None:
+        self.name, self.store = name, store
+        self.addresses = FakeAddresses()
+        self.announcer = RecordingAnnouncer()
+        self.api_calls = 0
+        self.locks: list[tuple[Any, str, str]] = []
+        self.config = _config(name, *extra)
+        self.deps = Dependencies(api_client=self._api_client, addresses=self.addresses,
+                                 metal_client=self._no_metal, lease_lock=self._lock)
+        self.daemon = Daemon(self.config, self.deps, self.modes())
+
+    def modes(self) -> dict[Mode, ModeFactory]:
+        def arp(_config: Config, _deps: Dependencies) -> Announcement:
+            return Announcement(lambda addresses, version: addresses.default_route_interface(version),
+                                [self.announcer])
+
+        return {Mode.ARP: arp}
+
+    def _api_client(self) -> Any:
+        self.api_calls += 1
+        return f"api-client-of-{self.name}"
+
+    def _no_metal(self) -> Any:
+        raise AssertionError("the ARP mode never builds a Metal client")
+
+    def _lock(self, api: Any, namespace: str, name: str) -> Lock:
+        self.locks.append((api, namespace, name))
+        return self.store.client(self.name)
+
+    @property
+    def holds(self) -> bool:
+        return bool(self.addresses.held)
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    store = MemoryStore()
+    started = [Node("n1", store), Node("n2", store)]
+    yield started
+    for node in started:
+        node.daemon.stop()
+
+
+def test_two_daemons_hand_the_vip_over_on_stop(nodes: list[Node]) -> None:
+    for node in nodes:
+        node.daemon.start()
+    wait_for(lambda: sum(node.holds for node in nodes) == 1, timeout=5)
+    leader = next(node for node in nodes if node.holds)
+    follower = next(node for node in nodes if node is not leader)
+    assert leader.announcer.announced == leader.addresses.held
+    assert leader.locks == [(f"api-client-of-{leader.name}", "kube-system", "plndr-cp-lock")]
+    leader.daemon.stop()  # steps down (VIP gone), then releases the Lease
+    assert not leader.holds and leader.announcer.closed
+    wait_for(lambda: follower.holds, timeout=2)  # a released Lease is taken at once, not after a lease duration
+    assert all(node.api_calls == 1 for node in nodes)  # one API client per process, whatever the electors
+
+
+def test_start_retries_where_it_failed_and_keeps_what_is_up() -> None:
+    store = MemoryStore()
+    node = Node("n1", store)
+    node.addresses.interfaces.discard("eth0")  # no default route yet, so no interface to put the VIP on
+    try:
+        with pytest.raises(NotReady, match="no --interface given"):
+            node.daemon.start()
+        node.addresses.interfaces.add("eth0")
+        node.daemon.start()
+        assert node.api_calls == 1  # the client built by the first attempt was kept
+        wait_for(lambda: node.holds, timeout=5)
+    finally:
+        node.daemon.stop()
+
+
+def test_a_mode_without_announcers_is_fatal_not_a_silent_no_op() -> None:
+    store = MemoryStore()
+    node = Node("n1", store)
+    node.daemon = Daemon(node.config, node.deps, modes={})
+    with pytest.raises(FatalError, match="arp mode is not available"):
+        node.daemon.start()
+
+
+def test_manager_retries_not_ready_then_runs_and_exits_zero_on_stop() -> None:
+    store = MemoryStore()
+    node = Node("n1", store)
+    failures = iter([NotReady("no kubeconfig yet")])
+
+    def flaky_api() -> Any:
+        for failure in failures:
+            raise failure
+        return "api"
+
+    node.deps.api_client = flaky_api
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run(node.config, stop, node.deps)))
+    thread.start()
+    wait_for(lambda: node.holds, timeout=10)  # after one backoff of 1 s
+    stop.set()
+    thread.join(5)
+    assert result == [0] and not node.holds
+
+
+def test_manager_exits_one_on_a_fatal_error_and_leaves_nothing() -> None:
+    store = MemoryStore()
+    node = Node("n1", store)
+
+    def refused() -> Any:
+        raise FatalError("Metal API: 401 Unauthorized")
+
+    node.deps.api_client = refused
+    assert run(node.config, threading.Event(), node.deps) == 1
+    assert not node.holds
+
+
+def test_leftover_vip_from_a_crash_is_removed_before_campaigning() -> None:
+    store = MemoryStore()
+    other = store.client("n9")  # another node holds the Lease for a long time
+    from datetime import UTC, datetime
+
+    from generic.election.lock import LeaderRecord
+
+    now = datetime.now(UTC)
+    other.create(LeaderRecord("n9", 60, now, now, 0), 1.0)
+    node = Node("n1", store)
+    vip = next(iter(_vips(node)))
+    node.addresses.held.add(vip)
+    try:
+        node.daemon.start()
+        assert not node.holds
+    finally:
+        node.daemon.stop()
+
+
+def _vips(node: Node) -> set[Any]:
+    from kubevip_metal.daemon.controlplane import resolve_vips
+
+    return set(resolve_vips(node.config, node.addresses, lambda addresses, version: addresses.default_route_interface(
+        version)))

@@ -1,0 +1,124 @@
+"""The VIP controller: owners, reference counts, the order of hold and announce, and drift repaired both ways."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from generic.addresses import Vip
+from kubevip_metal.daemon.vips import VipController
+from tests.fakes import FakeAddresses, RecordingAnnouncer
+
+CP_VIP = Vip(ipaddress.ip_address("192.0.2.10"), 32, "eth0")
+OTHER = Vip(ipaddress.ip_address("192.0.2.20"), 32, "eth0")
+
+
+def _controller() -> tuple[VipController, FakeAddresses, RecordingAnnouncer]:
+    addresses, announcer = FakeAddresses(), RecordingAnnouncer()
+    return VipController(addresses, [announcer], period=3600), addresses, announcer
+
+
+def test_a_shared_address_stays_until_the_last_owner_lets_go() -> None:
+    vips, addresses, announcer = _controller()
+    vips.claim("control-plane", [CP_VIP], active=True)
+    vips.claim("service:default/web", [CP_VIP], active=True)
+    assert addresses.held == {CP_VIP} and announcer.announced == {CP_VIP}
+    assert announcer.events.count(("announce", CP_VIP)) == 1  # the second owner changes nothing on the wire
+    vips.release("control-plane")
+    assert addresses.held == {CP_VIP} and announcer.announced == {CP_VIP}
+    assert ("withdraw", CP_VIP) not in announcer.events
+    assert vips.reconcile() == 0  # and the reconciler agrees: still wanted
+    vips.claim("service:default/web", [CP_VIP], active=False)  # the Service's own election is lost
+    assert addresses.held == set() and announcer.announced == set()
+
+
+def test_an_owner_releases_only_its_own_vips() -> None:
+    vips, addresses, announcer = _controller()
+    vips.claim("control-plane", [CP_VIP], active=True)
+    vips.claim("service:default/web", [OTHER], active=True)
+    vips.release("service:default/web")
+    assert addresses.held == {CP_VIP} and announcer.announced == {CP_VIP}
+
+
+def test_hold_then_announce_and_withdraw_then_drop() -> None:
+    journal: list[str] = []
+
+    class Addresses(FakeAddresses):
+        def add(self, vip: Vip) -> bool:
+            journal.append("add")
+            return super().add(vip)
+
+        def remove(self, vip: Vip) -> bool:
+            journal.append("remove")
+            return super().remove(vip)
+
+    class Announcer(RecordingAnnouncer):
+        def announce(self, vip: Vip) -> None:
+            journal.append("announce")
+            super().announce(vip)
+
+        def withdraw(self, vip: Vip) -> None:
+            journal.append("withdraw")
+            super().withdraw(vip)
+
+    vips = VipController(Addresses(), [Announcer()], period=3600)
+    vips.claim("control-plane", [CP_VIP], active=True)
+    vips.claim("control-plane", [CP_VIP], active=False)
+    assert journal == ["add", "announce", "withdraw", "remove"]
+
+
+def test_reconciler_repairs_drift_both_ways() -> None:
+    vips, addresses, announcer = _controller()
+    vips.claim("control-plane", [CP_VIP], active=True)
+    addresses.held.clear()  # deleted by hand on the leader
+    assert vips.reconcile() == 1
+    assert CP_VIP in addresses.held and announcer.events[-1] == ("announce", CP_VIP)  # a fresh burst after re-adding
+    vips.claim("control-plane", [CP_VIP], active=False)
+    addresses.held.add(CP_VIP)  # added by hand on a follower
+    assert vips.reconcile() == 1 and addresses.held == set()
+    assert vips.reconcile() == 0
+
+
+def test_announcer_drift_is_repaired_and_counted() -> None:
+    vips, _addresses, announcer = _controller()
+    vips.claim("control-plane", [CP_VIP], active=True)
+    announcer.drifted.add(CP_VIP)  # e.g. the link came back up: the announcer re-announces
+    assert vips.reconcile() == 1 and vips.repairs == 1
+    assert vips.reconcile() == 0
+
+
+def test_start_removes_leftovers_of_owners_that_do_not_want_them() -> None:
+    vips, addresses, _announcer = _controller()
+    addresses.held.add(CP_VIP)  # a crash left it
+    vips.claim("control-plane", [CP_VIP], active=False)
+    vips.start()
+    assert addresses.held == set()
+    vips.stop()
+
+
+def test_an_address_dropped_from_a_claim_goes_unless_another_owner_wants_it() -> None:
+    vips, addresses, _announcer = _controller()
+    vips.claim("control-plane", [CP_VIP, OTHER], active=True)
+    vips.claim("service:default/web", [OTHER], active=True)
+    vips.claim("control-plane", [CP_VIP], active=True)  # e.g. a DNS name now resolves to one address only
+    assert addresses.held == {CP_VIP, OTHER}
+    vips.release("service:default/web")
+    assert addresses.held == {CP_VIP}
+
+
+def test_a_failed_add_is_retried_by_the_reconciler() -> None:
+    vips, addresses, announcer = _controller()
+    addresses.interfaces.discard("eth0")  # not up yet
+    vips.claim("control-plane", [CP_VIP], active=True)
+    assert addresses.held == set() and announcer.announced == set()
+    addresses.interfaces.add("eth0")
+    assert vips.reconcile() == 1
+    assert addresses.held == {CP_VIP} and announcer.announced == {CP_VIP}
+
+
+def test_stop_leaves_nothing_and_closes_the_announcers() -> None:
+    vips, addresses, announcer = _controller()
+    vips.claim("control-plane", [CP_VIP], active=True)
+    vips.claim("service:default/web", [OTHER], active=True)
+    vips.start()
+    vips.stop()
+    assert addresses.held == set() and announcer.closed
