@@ -239,6 +239,8 @@ def markdown_table() -> str:
             env = ", ".join(f"`{e}`" for e in option.env) or ("(manifest only)" if option.manifest_only else "-")
             default = f"`{option.default}`" if option.default not in (None, "") else ""
             meaning = option.help.replace("|", "\\|") + (" (secret)" if option.secret else "")
+            if option.available is Availability.NOT_YET:
+                meaning += " **(not available yet: refused by the manager)**"
             lines.append(f"| {flags} | {env} | {default} | {meaning} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

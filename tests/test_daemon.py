@@ -20,6 +20,7 @@ from kubevip_metal.manager import run
 from kubevip_testbed.waiting import wait_for
 from tests.fakes import FakeAddresses, RecordingAnnouncer
 from tests.memory_lock import MemoryStore
+from tests.metal_support import MetalWorld
 
 FAST = ["--leaseDuration", "1", "--leaseRenewDuration", "0.75", "--leaseRetry", "0.2"]
 
@@ -171,3 +172,70 @@ def _vips(node: Node) -> set[Any]:
 
     return set(resolve_vips(node.config, node.addresses, lambda addresses, version: addresses.default_route_interface(
         version)))
+
+
+def _metal_config(node: str, world: MetalWorld, *extra: str) -> Config:
+    command, given = parse_command_line([
+        "manager", "--controlplane", "--metal", "--address", world.eip, "--nodeName", node, *FAST,
+        "--metalKey", world.token, "--metalProjectID", world.project_id, "--metalAPIURL", world.api_url,
+        "--metalMetadataURL", "http://127.0.0.1:9/metadata", *extra])
+    assert command is not None
+    return build_config(given, command)
+
+
+def test_the_elastic_ip_is_an_announcer_that_follows_the_leader(metal: MetalWorld) -> None:
+    """Metal mode through the real production wiring of its announcer (the SDK against the spec-validating
+    emulator): the EIP goes to the leader's device, the address is held on lo, and it moves on a hand-over."""
+    from kubevip_metal.daemon.dependencies import production
+
+    store = MemoryStore()
+    daemons: dict[str, tuple[Daemon, FakeAddresses]] = {}
+    for node in ("n1", "n2"):
+        config = _metal_config(node, metal)
+        deps = production(config)
+        addresses = FakeAddresses()
+        deps.addresses, deps.api_client = addresses, lambda: "api"
+        deps.lease_lock = lambda _api, _ns, _name, node=node: store.client(node)  # type: ignore[misc]
+        daemons[node] = (Daemon(config, deps), addresses)
+    try:
+        for daemon, _ in daemons.values():
+            daemon.start()
+
+        def holder() -> list[str]:
+            assigned = set(metal.emulator.assignments_of(metal.eip))
+            return [node for node, device in metal.device_ids.items() if device in assigned]
+
+        wait_for(lambda: len(holder()) == 1 and any(a.held for _, a in daemons.values()), timeout=10)
+        leader = holder()[0]
+        assert {vip.interface for vip in daemons[leader][1].held} == {"lo"}
+        follower = "n2" if leader == "n1" else "n1"
+        assert not daemons[follower][1].held
+        daemons[leader][0].stop()
+        wait_for(lambda: holder() == [follower], timeout=10)  # only the new leader's device holds it
+        assert not daemons[leader][1].held
+    finally:
+        for daemon, _ in daemons.values():
+            daemon.stop()
+
+
+def test_a_metal_token_the_api_refuses_is_fatal(metal: MetalWorld) -> None:
+    from kubevip_metal.daemon.dependencies import production
+
+    config = _metal_config("n1", metal, "--metalKey", "wrong-token")
+    deps = production(config)
+    deps.addresses, deps.api_client = FakeAddresses(), lambda: "api"
+    deps.lease_lock = lambda _api, _ns, _name: MemoryStore().client("n1")
+    with pytest.raises(FatalError, match="401"):
+        Daemon(config, deps).start()
+
+
+def test_a_metal_api_that_is_down_is_not_ready_not_fatal(metal: MetalWorld) -> None:
+    from kubevip_metal.daemon.dependencies import production
+
+    config = _metal_config("n1", metal)
+    deps = production(config)
+    deps.addresses, deps.api_client = FakeAddresses(), lambda: "api"
+    deps.lease_lock = lambda _api, _ns, _name: MemoryStore().client("n1")
+    metal.emulator.set_fault(down=True)  # connections refused (each call retried with backoff, then given up)
+    with pytest.raises(NotReady, match="Metal API"):
+        Daemon(config, deps).start()

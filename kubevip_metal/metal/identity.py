@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 from kubevip_metal.metal.client import Device, MetalClient
 from kubevip_metal.metal.metadata import Metadata
-from kubevip_metal.metal.retry import MetalApiError
 
 
 class IdentityError(Exception):
@@ -32,10 +31,7 @@ def find_self(client: MetalClient, project_id: str, node_name: str, *, device_id
     if found is not None:
         return Device(found.device_id, found.hostname)
     tried.append("the metadata service (unreachable)")
-    try:
-        devices = client.devices(project_id)
-    except MetalApiError as exc:
-        raise IdentityError(f"cannot list the project's devices: {exc}") from None
+    devices = client.devices(project_id)  # a MetalApiError goes up as it is: setup tells transient from fatal
     for how, key in (("exact host name", str.lower), ("short host name", _short)):
         matches = [d for d in devices if key(d.hostname) == key(node_name)]
         if len(matches) == 1:
