@@ -36,7 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lease", default="plndr-cp-lock")
     parser.add_argument("--timers", default="5,3,1", help="lease,renew,retry in seconds")
     args = parser.parse_args(argv)
-    lease, renew, retry = (float(part) for part in args.timers.split(","))
+    try:
+        lease, renew, retry = (float(part) for part in args.timers.split(","))
+        timers = Timers(lease, renew, retry)
+    except ValueError as exc:  # TimerError is one
+        parser.error(f"--timers {args.timers}: {exc}")
 
     from kubernetes import client
     from kubernetes import config as kube_config_module
@@ -52,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_stopped_leading=lambda: _emit("stopped_leading", identity=args.identity),
         on_new_leader=lambda leader: _emit("new_leader", identity=args.identity, leader=leader),
     )
-    elector = Elector(LeaseLock(api, args.namespace, args.lease), args.identity, Timers(lease, renew, retry),
+    elector = Elector(LeaseLock(api, args.namespace, args.lease), args.identity, timers,
                       callbacks)
     stop = threading.Event()
 
