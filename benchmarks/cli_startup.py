@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -22,6 +23,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     runs = 10 if parser.parse_args().quick else 60
     script = shutil.which("kube-vip-metal") or f"{sys.prefix}/bin/kube-vip-metal"
+    if not os.access(script, os.X_OK):
+        raise SystemExit("cli_startup.py: cannot run: the kube-vip-metal command is not installed; "
+                         "`bash benchmarks/prerequisites.sh` installs every benchmark prerequisite "
+                         "(then run it with .venv/bin/python)")
     commands = {"console script": [script, *ARGS], "version": [script, "version"]}
     results: dict[str, list[float]] = {}
     for name, command in commands.items():

@@ -20,11 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+PREREQUISITES = "bash benchmarks/prerequisites.sh"  # installs everything any benchmark needs
 
-from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
-from tests.election_support import Candidate, leaders, ours, overlaps
-from tests.waiting import wait_for
+try:
+    from kubevip_testbed.election import Candidate, leaders, ours, overlaps
+    from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+    from kubevip_testbed.waiting import wait_for
+except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test bed is not installed
+    raise SystemExit(f"election.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
+                     "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
 NODES = ["n1", "n2", "n3"]
 

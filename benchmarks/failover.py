@@ -56,16 +56,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+PREREQUISITES = "bash benchmarks/prerequisites.sh"  # installs everything any benchmark needs
 
-from kubevip_metal.lab.api_backend import ApiBackend
-from kubevip_metal.lab.cluster import LabCluster
-from kubevip_metal.lab.keepalived import Keepalived, KeepalivedError, VrrpConfig, binary
-from kubevip_metal.rig import netns, prerequisites_missing
-from kubevip_metal.rig.processes import started_at
-from tests.peers import apiserver as real_apiserver
-from tests.peers import kubevip
-from tests.peers.kubevip import KubeVipNode
+try:
+    from kubevip_testbed.lab.api_backend import ApiBackend
+    from kubevip_testbed.lab.cluster import LabCluster
+    from kubevip_testbed.lab.keepalived import Keepalived, KeepalivedError, VrrpConfig, binary
+    from kubevip_testbed.peers import apiserver as real_apiserver
+    from kubevip_testbed.peers import kubevip
+    from kubevip_testbed.peers.kubevip import KubeVipNode
+    from kubevip_testbed.rig import netns, prerequisites_missing
+    from kubevip_testbed.rig.processes import started_at
+except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test bed is not installed
+    raise SystemExit(f"failover.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
+                     "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
 T = TypeVar("T")
 VIP = "198.51.100.10"
@@ -867,13 +871,15 @@ def main() -> int:
                           ("kube-vip-v0.7.2", kubevip.METAL_VERSION)):
         if name in args.only:
             missing += [m for m in kubevip.missing(version) if m not in missing]
-    if missing:
-        parser.error("cannot run: " + "; ".join(missing))
     if any(name.startswith("keepalived") for name in args.only):
         try:
             binary()
         except KeepalivedError as exc:
-            parser.error(str(exc))
+            missing.append(str(exc))
+    if missing:
+        print(f"failover.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs every benchmark "
+              "prerequisite", file=sys.stderr)
+        return 2
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
@@ -889,8 +895,8 @@ def main() -> int:
         stack.callback(clean_up)  # registered first, so it runs last: the API server stops before its files go
         backend: ApiBackend | None = None
         if args.api == "kube-apiserver":
-            from tests.peers.lab_backend import RealApiBackend
-            from tests.realapi_support import apply, rendered
+            from kubevip_testbed.peers.lab_backend import RealApiBackend
+            from kubevip_testbed.peers.objects import apply, rendered
 
             server = stack.enter_context(real_apiserver.RealApiServer(workdir / "kube-apiserver"))
             apply(server, rendered("rbac"))

@@ -14,15 +14,18 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+PREREQUISITES = "bash benchmarks/prerequisites.sh"  # installs everything any benchmark needs
 
-from generic.secret import Secret
-from kubevip_metal.emulators.metalapi import MetalEmulatorThread
-from kubevip_metal.metal.client import Device, MetalClient
-from kubevip_metal.metal.eip import ElasticIp
-from tests.metal_support import EIP, TOKEN, seeded_emulator
+try:
+    from generic.secret import Secret
+    from kubevip_metal.metal.client import Device, MetalClient
+    from kubevip_metal.metal.eip import ElasticIp
+    from kubevip_testbed.emulators.metalapi import MetalEmulatorThread
+    from kubevip_testbed.metal_account import EIP, TOKEN, seeded_emulator
+except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test bed is not installed
+    raise SystemExit(f"metal.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
+                     "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
 CASES = {
     "no fault": {},

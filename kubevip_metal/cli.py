@@ -44,14 +44,21 @@ def _run_lab(request: _LabRequested) -> int:
         raise UsageError(f'--timers "{request.timers}": expected three durations, e.g. 5,3,1') from None
     if not lease > renew > 1.2 * retry:
         raise UsageError(f'--timers "{request.timers}": need lease > renew > 1.2 x retry')
-    from kubevip_metal.rig import prerequisites_missing
-
+    try:  # the lab is the test bed's, a distribution of its own: a node running the daemon does not have it
+        from kubevip_testbed.lab.cluster import LabError
+        from kubevip_testbed.lab.run import run_lab
+        from kubevip_testbed.rig import prerequisites_missing
+    except ModuleNotFoundError as exc:
+        what = "is not installed" if (exc.name or "").split(".")[0] == "kubevip_testbed" else f"lacks {exc.name}"
+        raise UsageError(f"lab: the test bed {what} (pip install ./testbed from a checkout)") from None
     missing = prerequisites_missing()
     if missing:
         raise UsageError("lab: " + "; ".join(missing))
-    from kubevip_metal.lab.run import run_lab
-
-    return run_lab(keep=request.keep, timers=(lease, renew, retry), metal=request.metal)
+    try:
+        return run_lab(keep=request.keep, timers=(lease, renew, retry), metal=request.metal)
+    except LabError as exc:  # the rig could not be built or the lab could not start; nothing is left behind
+        print(f"{PROG}: error: lab: {one_line(str(exc))}", file=sys.stderr)
+        return 1
 
 
 class _StoreGiven(argparse.Action):
@@ -101,7 +108,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
                               allow_abbrev=False, description="Build a three-node network in namespaces on this "
                               "machine, run a real manager per node and a probing client, crash and stop leaders, "
                               "and print the outages the client saw.")
-    lab.add_argument("--keep", action="store_true", help="leave the lab running afterwards (Ctrl-C removes it)")
+    lab.add_argument("--keep", action="store_true",
+                     help="leave the lab running afterwards (Ctrl-C, SIGTERM or SIGHUP removes it all)")
     lab.add_argument("--metal", action="store_true", help="the Elastic IP mode against the Metal API emulator")
     lab.add_argument("--timers", default="5,3,1", metavar="LEASE,RENEW,RETRY", help="election timers in seconds")
     commands.add_parser("version", help="print the version")
@@ -150,9 +158,12 @@ def one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        lab: _LabRequested | None = None
         try:
             command, given = parse_command_line(args)
-        except _LabRequested as lab:
+        except _LabRequested as requested:
+            lab = requested
+        if lab is not None:  # outside the handler, so nothing the lab raises is chained to _LabRequested
             return _run_lab(lab)
         if command is None:
             print(f"{PROG} {__version__}")

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
-from tests.election_support import Candidate
+from kubevip_testbed.election import Candidate
 
 pytest_plugins = ["tests.rig_support", "tests.metal_support", "tests.realapi_support"]
 

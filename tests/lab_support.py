@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from kubevip_metal.lab.cluster import LabCluster
-from tests.waiting import wait_for
+from kubevip_testbed.lab.cluster import LabCluster
+from kubevip_testbed.waiting import wait_for
 
 
 class Sampler:

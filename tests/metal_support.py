@@ -1,8 +1,7 @@
 """A running Equinix Metal API emulator with a small account, for any test that talks to Metal.
 
-The account is what a three-node control plane on Metal looks like to kube-vip-metal: one project, devices n1, n2,
-n3 (each with its management addresses) and one unassigned Elastic IP, 198.51.100.200/32, tagged as the CCM and CAPP
-tag control-plane EIPs. Teardown fails the test if any request or response broke the OpenAPI spec.
+The account is kubevip_testbed.metal_account's (one project, devices n1, n2, n3, one unassigned Elastic IP).
+Teardown fails the test if any request or response broke the OpenAPI spec.
 
 Registered by `pytest_plugins` in tests/conftest.py: a test takes a `metal` parameter.
 """
@@ -16,14 +15,8 @@ import pytest
 import requests
 from equinix.services import metalv1
 
-from kubevip_metal.emulators.metalapi import MetalApiEmulator, MetalEmulatorThread
-
-TOKEN = "metal-test-token"
-PROJECT = "kube-vip-metal"
-HOSTNAMES = ("n1", "n2", "n3")
-EIP = "198.51.100.200"
-EIP_CIDR = f"{EIP}/32"
-EIP_TAGS = ("cluster-api-provider-packet:cluster-id:lab", "kube-vip-metal")
+from kubevip_testbed.emulators.metalapi import MetalApiEmulator, MetalEmulatorThread
+from kubevip_testbed.metal_account import EIP, TOKEN, seeded_emulator
 
 
 @dataclass
@@ -73,15 +66,6 @@ class MetalWorld:
         session.headers["X-Auth-Token"] = self.token if token is None else token
         self.sessions.append(session)
         return session
-
-
-def seeded_emulator(seed: int = 0) -> tuple[MetalApiEmulator, str, dict[str, str], str]:
-    """A fresh emulator holding the standard account: (emulator, project id, device ids by hostname, EIP id)."""
-    emulator = MetalApiEmulator(TOKEN, seed=seed)
-    project_id = emulator.add_project(PROJECT)
-    device_ids = {hostname: emulator.add_device(project_id, hostname) for hostname in HOSTNAMES}
-    reservation_id = emulator.add_reservation(project_id, EIP_CIDR, EIP_TAGS)
-    return emulator, project_id, device_ids, reservation_id
 
 
 @pytest.fixture(name="metal")

@@ -6,16 +6,13 @@ Without the binary (tests/peers/build.sh) or etcd these tests skip on a workstat
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.peers import apiserver
-from tests.peers.apiserver import RealApiServer
+from kubevip_testbed.peers import apiserver
+from kubevip_testbed.peers.apiserver import RealApiServer
+from kubevip_testbed.peers.objects import apply, rendered
 from tests.rig_support import require
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
@@ -32,28 +29,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def require_real_api() -> None:
     require("real kube-apiserver", apiserver.missing())
-
-
-def rendered(*args: str) -> list[dict[str, Any]]:
-    """The documents `kube-vip-metal manifest ARGS` prints, as an operator would pipe them to kubectl."""
-    out = subprocess.run([sys.executable, "-m", "kubevip_metal", "manifest", *args], capture_output=True, text=True,
-                         check=True, timeout=30).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def apply(server: RealApiServer, documents: list[dict[str, Any]], dry_run: bool = False) -> None:
-    """Create each document (server-side dry run with `dry_run`); one that exists already is left as it is."""
-    from kubernetes import utils as kube_utils
-
-    utils: Any = kube_utils  # untyped in the client
-    with server.client() as api:
-        for doc in documents:
-            try:
-                utils.create_from_dict(api, doc, namespace=doc.get("metadata", {}).get("namespace", "default"),
-                                       **({"dry_run": "All"} if dry_run else {}))
-            except utils.FailToCreateError as exc:
-                if any(error.status != 409 for error in exc.api_exceptions):
-                    raise
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubevip_metal.rig import Rig, prerequisites_missing
+from kubevip_testbed.rig import Rig, prerequisites_missing
 
 
 def require(what: str, missing: list[str]) -> None:

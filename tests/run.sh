@@ -5,11 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: namespaces and links (iproute2), fault levers (nftables), probes, and certificates for
-# the real kube-apiserver (openssl).
+# Debian packages: the virtualenv (python3-venv, which Debian's python3 lacks), namespaces and links (iproute2),
+# fault levers (nftables), probes, and certificates for the real kube-apiserver (openssl).
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends iproute2 nftables iputils-ping openssl >/dev/null
+apt-get install -y -qq --no-install-recommends python3-venv iproute2 nftables iputils-ping openssl >/dev/null
 
 # The Go test peers build from the Go module proxy, once per version, into a cache outside the clone (about
 # 10 minutes cold on 2 cores, instant when cached): etcd and kube-apiserver first, then kube-vip. They build at
@@ -34,7 +34,7 @@ built() {  # wait for one build, show its output, stop here if it failed
 }
 
 python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' -e ./testbed  # the daemon, the test bed
 
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -28,9 +28,9 @@ import requests
 from kubernetes import client, config, watch
 from kubernetes.client import ApiClient, ApiException
 
-from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from kubevip_testbed.peers.apiserver import ADMIN_TOKEN, RealApiServer
 from tests.kubeapi_support import api_error, lease, status_body
-from tests.peers.apiserver import ADMIN_TOKEN, RealApiServer
 
 # `kubernetes.config` and `kubernetes.watch` are untyped; the API classes and models are typed.
 kubeconfig: Any = config

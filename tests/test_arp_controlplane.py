@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubevip_metal.lab.cluster import LabCluster
+from kubevip_testbed.lab.cluster import LabCluster
+from kubevip_testbed.waiting import wait_for
 from tests.lab_support import Sampler, settled
 from tests.rig_support import require_rig
-from tests.waiting import wait_for
 
 TIMERS = (2.0, 1.5, 0.4)
 RECONCILE = 1.0
@@ -26,7 +26,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabCluster]:
     require_rig()
     backend = None
     if getattr(request, "param", "emulator") == "kube-apiserver":
-        from tests.peers.lab_backend import RealApiBackend
+        from kubevip_testbed.peers.lab_backend import RealApiBackend
 
         backend = RealApiBackend(request.getfixturevalue("real_api"))
     with LabCluster(timers=TIMERS, api=backend) as cluster:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from kubevip_metal.lab.api_backend import ApiBackend, EmulatorBackend
-from tests.election_support import Candidate, leaders, official, ours, overlaps
-from tests.waiting import wait_for
+from kubevip_testbed.election import Candidate, leaders, ours, overlaps
+from kubevip_testbed.lab.api_backend import ApiBackend, EmulatorBackend
+from kubevip_testbed.waiting import wait_for
+from tests.election_support import official
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 BOTH_APIS = pytest.mark.parametrize("api", ["emulator", "kube-apiserver"], indirect=True)
@@ -26,7 +27,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ApiBac
     """The API backend (faults per candidate) and one kubeconfig per candidate, on loopback."""
     backend: ApiBackend = EmulatorBackend()
     if getattr(request, "param", "emulator") == "kube-apiserver":
-        from tests.peers.lab_backend import RealApiBackend
+        from kubevip_testbed.peers.lab_backend import RealApiBackend
 
         backend = RealApiBackend(request.getfixturevalue("real_api"))
     url = backend.start(NODES, socket.create_server(("127.0.0.1", 0)))

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from generic.election import Callbacks, Elector, Timers
+from kubevip_testbed.waiting import wait_for
 from tests.memory_lock import MemoryStore
-from tests.waiting import wait_for
 
 FAST = Timers(lease_duration=1.0, renew_deadline=0.6, retry_period=0.1)
 

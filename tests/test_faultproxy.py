@@ -13,9 +13,9 @@ import pytest
 import urllib3
 from kubernetes import client, watch
 
-from tests.peers.apiserver import ADMIN_TOKEN, RealApiServer
-from tests.peers.faultproxy import FaultProxy, FaultProxyThread
-from tests.waiting import wait_for
+from kubevip_testbed.peers.apiserver import ADMIN_TOKEN, RealApiServer
+from kubevip_testbed.peers.faultproxy import FaultProxy, FaultProxyThread
+from kubevip_testbed.waiting import wait_for
 
 watches: Any = watch  # untyped in the client
 

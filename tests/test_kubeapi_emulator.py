@@ -29,10 +29,10 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client import ApiClient
 
-from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
-from kubevip_metal.emulators.kubeapi_patch import PatchError, json_patch
+from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from kubevip_testbed.emulators.kubeapi_patch import PatchError, json_patch
+from kubevip_testbed.waiting import wait_for
 from tests.kubeapi_support import api_error, lease, status_body
-from tests.waiting import wait_for
 
 # `kubernetes.config` and `kubernetes.watch` are untyped; the API classes and models are typed.
 kubeconfig: Any = config
@@ -388,7 +388,7 @@ def test_listens_on_several_addresses_and_pre_bound_sockets(tmp_path: Path) -> N
 
 
 def test_module_runs_as_a_command_and_exits_on_sigterm() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "kubevip_metal.emulators.kubeapi", "--listen", "127.0.0.1:0",
+    process = subprocess.Popen([sys.executable, "-m", "kubevip_testbed.emulators.kubeapi", "--listen", "127.0.0.1:0",
                                 "--token", "n1=tok-n1", "--history", "50"], stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     assert process.stderr is not None

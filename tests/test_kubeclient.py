@@ -14,7 +14,7 @@ from generic.election.lease_lock import LeaseLock
 from kubevip_metal import kubeclient
 from kubevip_metal.cli import parse_command_line
 from kubevip_metal.config import Config, build_config
-from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_kubeadm_bootstrap_on_a_real_api_server(real_api: Any, tmp_path: Path, m
     moves to admin.conf once the binding exists."""
     from kubernetes import client
 
-    from tests.peers.apiserver import ADMIN_TOKEN, KUBEADM_ADMIN_TOKEN
+    from kubevip_testbed.peers.apiserver import ADMIN_TOKEN, KUBEADM_ADMIN_TOKEN
 
     monkeypatch.setattr(kubeclient, "RECHECK_SECONDS", 0.2)
     admin = real_api.write_kubeconfig(tmp_path / "admin.conf", KUBEADM_ADMIN_TOKEN)

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from kubevip_metal.lab.cluster import LabCluster
+from kubevip_testbed.lab.cluster import LabCluster
+from kubevip_testbed.peers import kubevip
+from kubevip_testbed.peers.apiserver import RealApiServer
+from kubevip_testbed.peers.kubevip import KubeVipNode
+from kubevip_testbed.waiting import wait_for
 from tests.lab_support import Sampler, settled
-from tests.peers import kubevip
-from tests.peers.apiserver import RealApiServer
-from tests.peers.kubevip import KubeVipNode
 from tests.rig_support import require, require_rig
-from tests.waiting import wait_for
 
 pytestmark = pytest.mark.kubevip
 
@@ -29,7 +29,7 @@ OURS, THEIRS = ("n1", "n3"), ("n2", "n4")
 def mixed(real_api: RealApiServer) -> Iterator[tuple[LabCluster, dict[str, KubeVipNode]]]:
     require_rig()
     require("kube-vip", kubevip.missing())
-    from tests.peers.lab_backend import RealApiBackend
+    from kubevip_testbed.peers.lab_backend import RealApiBackend
 
     with LabCluster(nodes=4, timers=TIMERS, api=RealApiBackend(real_api)) as lab:
         theirs = {node: KubeVipNode(lab, node, kubevip.TESTED_VERSION, TIMERS) for node in THEIRS}

@@ -13,8 +13,8 @@ from generic.secret import Secret
 from kubevip_metal.metal.client import Device, MetalClient
 from kubevip_metal.metal.eip import ElasticIp
 from kubevip_metal.metal.retry import MetalApiError
+from kubevip_testbed.waiting import wait_for
 from tests.metal_support import MetalWorld
-from tests.waiting import wait_for
 
 EIP = ipaddress.IPv4Address("198.51.100.200")
 

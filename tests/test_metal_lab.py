@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from kubevip_metal.lab.api_backend import ApiBackend
-from kubevip_metal.lab.cluster import METAL_TOKEN, LabCluster
+from kubevip_testbed.lab.api_backend import ApiBackend
+from kubevip_testbed.lab.cluster import METAL_TOKEN, LabCluster
+from kubevip_testbed.waiting import wait_for
 from tests.rig_support import require_rig
-from tests.waiting import wait_for
 
 
 @pytest.mark.parametrize("api", ["emulator", "kube-apiserver"])
@@ -16,7 +16,7 @@ def test_elastic_ip_follows_the_leader(api: str, request: pytest.FixtureRequest)
     require_rig()
     backend: ApiBackend | None = None
     if api == "kube-apiserver":
-        from tests.peers.lab_backend import RealApiBackend
+        from kubevip_testbed.peers.lab_backend import RealApiBackend
 
         backend = RealApiBackend(request.getfixturevalue("real_api"))
     with LabCluster(timers=(2, 1.5, 0.4), metal=True, api=backend) as lab:

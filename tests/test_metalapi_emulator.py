@@ -31,7 +31,7 @@ from equinix.services.metalv1.exceptions import (  # only ApiException is re-exp
     UnprocessableEntityException,
 )
 
-from kubevip_metal.emulators.metalapi import (
+from kubevip_testbed.emulators.metalapi import (
     OPERATIONS,
     FaultError,
     MetalApiEmulator,
@@ -39,8 +39,9 @@ from kubevip_metal.emulators.metalapi import (
     MetalFault,
     typical_bgp_neighbor,
 )
-from kubevip_metal.emulators.metalapi_contract import SPEC_SHA256, load_contract
-from tests.metal_support import EIP, EIP_TAGS, PROJECT, TOKEN, MetalWorld
+from kubevip_testbed.emulators.metalapi_contract import SPEC_SHA256, load_contract
+from kubevip_testbed.metal_account import EIP, EIP_TAGS, PROJECT, TOKEN
+from tests.metal_support import MetalWorld
 
 
 def devices_api(world: MetalWorld, **kwargs: Any) -> Any:
@@ -493,7 +494,7 @@ def test_main_serves_a_seed_file_until_sigterm(tmp_path: Path) -> None:
         "reservations": [{"address": f"{EIP}/32", "tags": ["eip"], "assigned_to": "n2"}],
     }]}))
     env = {**os.environ, "METAL_AUTH_TOKEN": TOKEN}
-    process = subprocess.Popen([sys.executable, "-m", "kubevip_metal.emulators.metalapi", "--listen", "127.0.0.1:0",
+    process = subprocess.Popen([sys.executable, "-m", "kubevip_testbed.emulators.metalapi", "--listen", "127.0.0.1:0",
                                 "--seed-file", str(seed_file)], stderr=subprocess.PIPE, text=True, env=env)
     watchdog = threading.Timer(30, process.kill)  # a silent emulator must not hang the suite
     watchdog.start()

@@ -29,3 +29,19 @@ def test_opening_block_has_two_commands_and_ci_runs_the_second() -> None:
     assert len(commands) == 2
     assert commands[1] in (ROOT / ".ci" / "run").read_text() or commands[1] == "bash tests/run.sh"
     assert "bash tests/run.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_first_command_installs_what_the_lab_checks_for() -> None:
+    """README's first command installs exactly the Debian packages `lab`'s own prerequisite check names, plus
+    python3-venv (Debian's python3 cannot make a virtualenv without it), and both distributions."""
+    from kubevip_testbed.rig.prereq import PACKAGES
+
+    block = re.search(r"```bash\n(.*?)```", README, re.S)
+    assert block is not None
+    first = block.group(1).splitlines()[0]
+    install = re.search(r"\bDEBIAN_FRONTEND=noninteractive apt-get install ([^&>|;]*)", first)
+    assert install is not None, first
+    packages = {word for word in install.group(1).split() if not word.startswith("-")}
+    assert packages == PACKAGES | {"python3-venv"}
+    assert {"-y", "-qq"} <= set(install.group(1).split())
+    assert ".venv/bin/pip install -q . ./testbed &&" in first and first.endswith(".venv/bin/kube-vip-metal lab")

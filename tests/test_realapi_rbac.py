@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.election_support import Candidate, leaders, ours
-from tests.peers.apiserver import RealApiServer
-from tests.realapi_support import apply, rendered
-from tests.waiting import wait_for
+from kubevip_testbed.election import Candidate, leaders, ours
+from kubevip_testbed.peers.apiserver import RealApiServer
+from kubevip_testbed.peers.objects import apply, rendered
+from kubevip_testbed.waiting import wait_for
 
 TIMERS = "2,1.5,0.4"
 LEASE = "rbac-lease"

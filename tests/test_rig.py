@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevip_metal.rig import Rig, cleanup, netns, processes
+from kubevip_testbed.rig import Rig, cleanup, netns, processes
 from tests import rig_support
 from tests.rig_support import require_rig
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A rig in a separate process: prints its prefix and the PID of a process it started inside, then waits.
 CHILD = """
 import time
-from kubevip_metal.rig import Rig, cleanup, netns, processes
+from kubevip_testbed.rig import Rig, cleanup, netns, processes
 rig = Rig(nodes=1).up()
 proc = rig.spawn("n1", ["sleep", "60"])
 print(rig.prefix, proc.pid, flush=True)
@@ -207,7 +207,7 @@ def test_next_start_removes_what_a_sigkilled_run_left(rig: Rig, caplog: pytest.L
     leftovers = {name for name in _listed() if name.startswith(prefix + "-")}
     assert len(leftovers) == 4  # n1, client, router, sw: nobody will ever tear them down
     assert not _gone(sleeper)
-    caplog.set_level(logging.INFO, logger="kubevip_metal.rig")
+    caplog.set_level(logging.INFO, logger="kubevip_testbed.rig")
     with Rig(nodes=1):
         assert not leftovers & _listed()
     assert _gone(sleeper)

@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 
-from kubevip_metal.rig import netns
+from kubevip_testbed.rig import netns
 
 FAMILY = "kvm"
 _GENERATED = re.compile(rf"^{FAMILY}(?P<pid>[0-9]+)x[0-9a-f]{{4}}-[a-z0-9]+$")

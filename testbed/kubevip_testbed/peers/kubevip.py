@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.peers.apiserver import PEERS_DIR
+from kubevip_testbed.peers.apiserver import PEERS_DIR
 
 TESTED_VERSION = "v1.0.0"  # the newest release the Go module proxy serves (v1.0.1-v1.0.4 are refused)
 METAL_VERSION = "v0.7.2"  # the newest served release with Equinix Metal code (v0.8.10 is refused)

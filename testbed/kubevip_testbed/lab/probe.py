@@ -1,6 +1,6 @@
 """A client that probes a VIP with ICMP echo every few milliseconds and reports each outage.
 
-Runs inside the client namespace (`python -m kubevip_metal.lab.probe VIP --interval 0.005`). It prints one
+Runs inside the client namespace (`python -m kubevip_testbed.lab.probe VIP --interval 0.005`). It prints one
 JSON line per event: `{"event": "reply", ...}` every `--every` replies as a heartbeat, and
 `{"event": "outage", "start": t, "end": t, "seconds": s}` when replies resume after a gap longer than three
 intervals. Times are CLOCK_MONOTONIC, comparable with the managers' `mono` fields on the same host.

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from kubernetes import client
 
-from tests.peers.apiserver import RealApiServer
-from tests.peers.faultproxy import FaultProxy, FaultProxyThread
+from kubevip_testbed.peers.apiserver import RealApiServer
+from kubevip_testbed.peers.faultproxy import FaultProxy, FaultProxyThread
 
 SERVICE_ACCOUNT = ("kube-system", "kube-vip")
 
 
 class RealApiBackend:
-    """`ApiBackend` (kubevip_metal.lab.api_backend) on a running `RealApiServer`, shared by many lab clusters."""
+    """`ApiBackend` (kubevip_testbed.lab.api_backend) on a running `RealApiServer`, shared by many lab clusters."""
 
     def __init__(self, server: RealApiServer, service_account: tuple[str, str] = SERVICE_ACCOUNT) -> None:
         self.server = server

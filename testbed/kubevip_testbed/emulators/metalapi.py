@@ -65,8 +65,8 @@ from typing import Any
 from aiohttp import web
 
 from generic.logfmt import LogFormat, configure, get_logger
-from kubevip_metal.emulators.metalapi_contract import Contract, RequestCheck, load_contract
-from kubevip_metal.emulators.metalapi_faults import (
+from kubevip_testbed.emulators.metalapi_contract import Contract, RequestCheck, load_contract
+from kubevip_testbed.emulators.metalapi_faults import (
     Action,
     FaultError,
     FaultState,
@@ -74,8 +74,8 @@ from kubevip_metal.emulators.metalapi_faults import (
     RequestLog,
     RequestRecord,
 )
-from kubevip_metal.emulators.metalapi_state import BASE, MetalError, MetalState, NotEmulated, typical_bgp_neighbor
-from kubevip_metal.emulators.server_thread import ServerThread, listen_address, serve_command
+from kubevip_testbed.emulators.metalapi_state import BASE, MetalError, MetalState, NotEmulated, typical_bgp_neighbor
+from kubevip_testbed.emulators.server_thread import ServerThread, listen_address, serve_command
 
 __all__ = ["BASE", "FaultError", "MetalApiEmulator", "MetalEmulatorThread", "MetalFault", "main",
            "typical_bgp_neighbor"]
@@ -514,9 +514,9 @@ class MetalEmulatorThread(ServerThread[MetalApiEmulator]):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m kubevip_metal.emulators.metalapi --listen 127.0.0.1:8080 --token T [--seed-file state.json]`;
+    """`python -m kubevip_testbed.emulators.metalapi --listen 127.0.0.1:8080 --token T [--seed-file state.json]`;
     serves until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m kubevip_metal.emulators.metalapi",
+    parser = argparse.ArgumentParser(prog="python -m kubevip_testbed.emulators.metalapi",
                                      description="Serve an emulated Equinix Metal API (/metal/v1) for tests and the "
                                                  "lab, checked against the official OpenAPI spec.")
     parser.add_argument("--listen", action="append", type=listen_address, default=[], metavar="IP:PORT",

@@ -9,10 +9,10 @@ Needs root with CAP_NET_ADMIN and CAP_SYS_ADMIN, iproute2 and nftables (`prerequ
 what is absent). Everything stays inside the rig's own namespaces, on documentation address ranges.
 """
 
-from kubevip_metal.rig.cleanup import cleanup_stale
-from kubevip_metal.rig.netns import CommandError, RigError
-from kubevip_metal.rig.prereq import prerequisites_missing
-from kubevip_metal.rig.rig import Rig
-from kubevip_metal.rig.topology import LAN4, LAN6, Host
+from kubevip_testbed.rig.cleanup import cleanup_stale
+from kubevip_testbed.rig.netns import CommandError, RigError
+from kubevip_testbed.rig.prereq import prerequisites_missing
+from kubevip_testbed.rig.rig import Rig
+from kubevip_testbed.rig.topology import LAN4, LAN6, Host
 
 __all__ = ["LAN4", "LAN6", "CommandError", "Host", "Rig", "RigError", "cleanup_stale", "prerequisites_missing"]

@@ -93,14 +93,14 @@ import yaml
 from aiohttp import web
 
 from generic.logfmt import LogFormat, configure, get_logger
-from kubevip_metal.emulators import kubeapi_resources as res
-from kubevip_metal.emulators import kubeapi_status as st
-from kubevip_metal.emulators.kubeapi_faults import Fault, FaultError, FaultTable, Outage, RequestLog
-from kubevip_metal.emulators.kubeapi_resources import ResourceDef
-from kubevip_metal.emulators.kubeapi_selectors import FieldSelector, LabelSelector, SelectorError
-from kubevip_metal.emulators.kubeapi_status import ApiError
-from kubevip_metal.emulators.kubeapi_store import PATCH_TYPES, Store, Watcher
-from kubevip_metal.emulators.server_thread import ServerThread, listen_address, serve_command
+from kubevip_testbed.emulators import kubeapi_resources as res
+from kubevip_testbed.emulators import kubeapi_status as st
+from kubevip_testbed.emulators.kubeapi_faults import Fault, FaultError, FaultTable, Outage, RequestLog
+from kubevip_testbed.emulators.kubeapi_resources import ResourceDef
+from kubevip_testbed.emulators.kubeapi_selectors import FieldSelector, LabelSelector, SelectorError
+from kubevip_testbed.emulators.kubeapi_status import ApiError
+from kubevip_testbed.emulators.kubeapi_store import PATCH_TYPES, Store, Watcher
+from kubevip_testbed.emulators.server_thread import ServerThread, listen_address, serve_command
 
 __all__ = ["EmulatorThread", "Fault", "KubeApiEmulator", "Outage", "main", "write_kubeconfig"]
 
@@ -764,8 +764,8 @@ def _token(text: str) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m kubevip_metal.emulators.kubeapi --listen 127.0.0.1:6443 --token n1=tok-n1`; runs until SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m kubevip_metal.emulators.kubeapi",
+    """`python -m kubevip_testbed.emulators.kubeapi --listen 127.0.0.1:6443 --token n1=tok-n1`; runs until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m kubevip_testbed.emulators.kubeapi",
                                      description="Serve an emulated Kubernetes API server for tests and the lab.")
     parser.add_argument("--listen", action="append", type=listen_address, default=[], metavar="IP:PORT",
                         help="address to serve on (repeatable; port 0 picks one); default 127.0.0.1:6443")

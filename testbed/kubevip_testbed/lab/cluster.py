@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kubevip_metal.lab.api_backend import ApiBackend, EmulatorBackend
 from kubevip_metal.options import OPTIONS
-from kubevip_metal.rig import Rig
+from kubevip_testbed.lab.api_backend import ApiBackend, EmulatorBackend
+from kubevip_testbed.rig import Rig, RigError
 
 API_PORT = 6443
 METAL_PORT = 8080
@@ -35,6 +35,10 @@ LEASE = ("kube-system", "plndr-cp-lock")
 def _clean_environment() -> dict[str, str]:
     names = {name for option in OPTIONS for name in option.env}
     return {key: value for key, value in os.environ.items() if key not in names}
+
+
+class LabError(RuntimeError):
+    """The lab could not be set up; what had been started is already stopped and removed."""
 
 
 class LabCluster:
@@ -49,8 +53,8 @@ class LabCluster:
         self.vip = vip or (METAL_EIP if metal else "198.51.100.10")
         self.timers = tuple(timers)
         self.extra_args = list(extra_args)
-        self.workdir = Path(tempfile.mkdtemp(prefix="kube-vip-lab-"))
         self.api: ApiBackend = api if api is not None else EmulatorBackend()
+        self.workdir = Path(tempfile.mkdtemp(prefix="kube-vip-lab-"))  # last: nothing after it can fail
         self._api_started = False
         self.metal_api: Any = None  # MetalEmulatorThread in --metal mode
         self.metal_project = ""
@@ -64,13 +68,26 @@ class LabCluster:
         return self.rig.node_names
 
     def __enter__(self) -> LabCluster:
-        self.up()
-        return self
+        return self.up()
 
     def __exit__(self, *_exc: object) -> None:
         self.down()
 
     def up(self) -> LabCluster:
+        """Build the rig, start the API (and the Metal emulator) and write the kubeconfigs. On any failure what was
+        started is stopped and the work directory removed before the error propagates; a set-up failure (the rig,
+        a socket, a command) becomes a one-line LabError."""
+        try:
+            self._set_up()
+        except BaseException as exc:
+            self.keep_workdir = False  # nothing ran yet that a post-mortem would need
+            self.down()
+            if isinstance(exc, RigError | OSError | subprocess.SubprocessError):
+                raise LabError(f"could not set up the lab: {exc}") from exc
+            raise
+        return self
+
+    def _set_up(self) -> None:
         self.rig.up()
         api_socket = self.rig.listen_socket("router", self.rig.ipv4("router"), API_PORT)
         server = self.api.start(self.nodes, api_socket)
@@ -79,11 +96,10 @@ class LabCluster:
             self.api.write_kubeconfig(node, self.kubeconfig(node), server)
         if self.metal:
             self._start_metal()
-        return self
 
     def _start_metal(self) -> None:
         """The Metal API emulator in the router namespace: one project, a device per node, one Elastic IP."""
-        from kubevip_metal.emulators.metalapi import MetalApiEmulator, MetalEmulatorThread
+        from kubevip_testbed.emulators.metalapi import MetalApiEmulator, MetalEmulatorThread
 
         emulator = MetalApiEmulator(METAL_TOKEN, validate=None)  # validated when openapi-core is installed
         self.metal_project = emulator.add_project("kube-vip-metal-lab")
@@ -205,6 +221,6 @@ class LabCluster:
         return next((node for node in self.nodes if mac and self.rig.mac(node) == mac), None)
 
     def probe(self, target: str | None = None, interval: float = 0.005) -> subprocess.Popen[str]:
-        return self.rig.spawn("client", [sys.executable, "-m", "kubevip_metal.lab.probe", target or self.vip,
+        return self.rig.spawn("client", [sys.executable, "-m", "kubevip_testbed.lab.probe", target or self.vip,
                                          "--interval", str(interval)], stdout=subprocess.PIPE, text=True,
                               env=_clean_environment())

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 
 from generic.logfmt import get_logger
-from kubevip_metal.rig import names, netns, processes
+from kubevip_testbed.rig import names, netns, processes
 
 log = get_logger(__name__)
 _CLOCK_SLACK = 2.0  # process start times derive from a whole-second boot time

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Protocol
 
-from kubevip_metal.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
+from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
 
 
 class ApiBackend(Protocol):

@@ -1,4 +1,8 @@
-"""What the machine lacks for a rig, in words an operator can act on (fixtures skip or fail with them)."""
+"""What the machine lacks for a rig, in words an operator can act on (fixtures skip or fail with them).
+
+`TOOLS` is the one list of the Debian packages a rig (and so `kube-vip-metal lab`) needs: README's first command
+installs exactly `PACKAGES` plus python3-venv, and a test keeps the two in step.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
-_TOOLS = {"ip": "iproute2", "nft": "nftables", "ping": "iputils-ping"}
+TOOLS = {"ip": "iproute2", "nft": "nftables", "ping": "iputils-ping"}  # command -> the Debian package that has it
+PACKAGES = frozenset(TOOLS.values())
 _CAPABILITIES = {12: "CAP_NET_ADMIN", 21: "CAP_SYS_ADMIN"}  # links and sysctls; setns and netns mounts
 
 
@@ -27,6 +32,6 @@ def prerequisites_missing() -> list[str]:
         missing.append("not root")
     capabilities = _effective_capabilities()
     missing += [f"no {name}" for bit, name in _CAPABILITIES.items() if not capabilities >> bit & 1]
-    missing += [f"{tool} not found (apt-get install {package})" for tool, package in _TOOLS.items()
+    missing += [f"{tool} not found (apt-get install {package})" for tool, package in TOOLS.items()
                 if shutil.which(tool) is None]
     return missing

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubevip_metal.emulators.kubeapi_resources import ResourceDef
+from kubevip_testbed.emulators.kubeapi_resources import ResourceDef
 
 
 class ApiError(Exception):

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubevip_metal.rig import Rig
-from kubevip_metal.rig.processes import alive
+from kubevip_testbed.rig import Rig
+from kubevip_testbed.rig.processes import alive
 
 _STATE = re.compile(r"\(VI_1\) Entering (\w+) STATE")
 

@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kubevip_metal.emulators import kubeapi_schema as schema
-from kubevip_metal.emulators import kubeapi_status as st
-from kubevip_metal.emulators.kubeapi_patch import (
+from kubevip_testbed.emulators import kubeapi_schema as schema
+from kubevip_testbed.emulators import kubeapi_status as st
+from kubevip_testbed.emulators.kubeapi_patch import (
     PatchError,
     PatchFormatError,
     json_patch,
     merge_patch,
     strategic_merge_patch,
 )
-from kubevip_metal.emulators.kubeapi_resources import ResourceDef
-from kubevip_metal.emulators.kubeapi_selectors import FieldSelector, LabelSelector
+from kubevip_testbed.emulators.kubeapi_resources import ResourceDef
+from kubevip_testbed.emulators.kubeapi_selectors import FieldSelector, LabelSelector
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"

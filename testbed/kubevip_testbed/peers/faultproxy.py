@@ -26,8 +26,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from kubevip_metal.emulators.kubeapi_faults import Fault, FaultTable, Outage, RequestLog
-from kubevip_metal.emulators.server_thread import ServerThread
+from kubevip_testbed.emulators.kubeapi_faults import Fault, FaultTable, Outage, RequestLog
+from kubevip_testbed.emulators.server_thread import ServerThread
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy recomputes; never copied across.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",

@@ -20,9 +20,9 @@ from types import TracebackType
 from typing import Any
 
 from generic.logfmt import get_logger
-from kubevip_metal.rig import faults, guard, names, netns, processes, topology
-from kubevip_metal.rig.cleanup import cleanup_stale, teardown_namespaces
-from kubevip_metal.rig.netns import CommandError, RigError
+from kubevip_testbed.rig import faults, guard, names, netns, processes, topology
+from kubevip_testbed.rig.cleanup import cleanup_stale, teardown_namespaces
+from kubevip_testbed.rig.netns import CommandError, RigError
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
-from kubevip_metal.emulators.kubeapi_faults import FaultError, check_common, integer_field, number_field
+from kubevip_testbed.emulators.kubeapi_faults import FaultError, check_common, integer_field, number_field
 
 __all__ = ["Action", "FaultError", "FaultState", "MetalFault", "RequestLog", "RequestRecord"]
 

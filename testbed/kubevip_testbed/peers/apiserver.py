@@ -23,8 +23,8 @@ from typing import Any
 
 import requests
 
-from kubevip_metal.emulators.kubeapi import write_kubeconfig
-from tests.peers.pki import Pki, make_pki
+from kubevip_testbed.emulators.kubeapi import write_kubeconfig
+from kubevip_testbed.peers.pki import Pki, make_pki
 
 PEERS_DIR = Path(os.environ.get("KVM_PEERS_DIR", "/var/cache/kube-vip-metal/peers"))
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.35.4")

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from kubevip_metal.emulators import kubeapi_status as st
-from kubevip_metal.emulators.kubeapi_resources import ResourceDef
+from kubevip_testbed.emulators import kubeapi_status as st
+from kubevip_testbed.emulators.kubeapi_resources import ResourceDef
 
 MICRO_LAYOUT = "2006-01-02T15:04:05.000000Z07:00"
 

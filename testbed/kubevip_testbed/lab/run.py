@@ -1,0 +1,227 @@
+"""`kube-vip-metal lab`: watch a control-plane failover on a real (namespaced) network, on this one machine.
+
+Three nodes run the real manager against the API emulator; a client probes the VIP every 5 ms. The lab prints a
+live timeline (who leads, which nodes hold the VIP, which node the client's ARP entry points at, each outage the
+client saw), then crashes the leader (SIGKILL + cable pulled), then stops the next leader gracefully (SIGTERM),
+and prints the measured outages. Everything is removed on exit; `--keep` leaves it running until stopped.
+
+Stopped by Ctrl-C, SIGTERM (kill, systemd, `timeout`) or SIGHUP (the terminal closed), at any moment, the lab
+unwinds the same way: the signal becomes an exception in the main thread, so the managers, the prober, the API
+and the namespaces are stopped and the work directory removed before the process exits (128 + the signal's
+number). Once the teardown has begun a further signal is only noted, so the teardown itself is never cut short
+(SIGKILL still ends everything; the next rig's start removes what it left).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from kubevip_testbed.lab.cluster import LabCluster
+
+
+class _Timeline:
+    def __init__(self, lab: LabCluster) -> None:
+        self.lab = lab
+        self.start = time.monotonic()
+        self.outages: list[dict[str, Any]] = []
+        self._last: tuple[str, tuple[str, ...], str] | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.dead: set[str] = set()  # crashed nodes: the address stays on their interface but reaches nobody
+        self.thread: threading.Thread | None = None
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            print(f"  {time.monotonic() - self.start:7.3f}s  {text}", flush=True)
+
+    def watch_state(self) -> None:
+        while not self._stop.wait(0.02):
+            holders = tuple(f"{n}(dead)" if n in self.dead else n for n in self.lab.holders())
+            if self.lab.metal:  # the client's ARP entry means nothing on a routed EIP; show Metal's view instead
+                view = "EIP assigned to " + (",".join(self.lab.eip_holders()) or "-")
+            else:
+                view = "client's ARP entry -> " + (self.lab.node_of_mac(self.lab.client_mac()) or "-")
+            state = (self.lab.lease_holder() or "-", holders, view)
+            if state != self._last:
+                self._last = state
+                self.say(f"lease holder {state[0]:<3}  VIP on {','.join(state[1]) or '-':<15}  {state[2]}")
+
+    def watch_probe(self, probe: subprocess.Popen[str]) -> None:
+        assert probe.stdout is not None
+        for line in probe.stdout:
+            event = json.loads(line)
+            if event.get("event") == "outage":  # the prober reports gaps longer than three intervals (15 ms)
+                self.outages.append(event)
+                self.say(f"client: no reply for {event['seconds'] * 1000:.0f} ms")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(2)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _outage_since(timeline: _Timeline, since: float) -> float | None:
+    found = [o["seconds"] for o in timeline.outages if o["end"] > since]
+    return max(found) if found else None
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(BaseException):
+    """A stop signal arrived; raised in the main thread so that everything unwinds as after Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _StopSignals:
+    """While installed, the first stop signal raises Stopped; after `hold()` (teardown) signals are only noted."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.owner_pid = os.getpid()
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread receives signals in Python; a caller elsewhere keeps its own handling
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if os.getpid() != self.owner_pid:  # a forked helper (pyroute2's NetNS forks to open a socket in a namespace),
+            signal.signal(signum, signal.SIG_DFL)  # signalled with the whole process group: it dies as without us
+            os.kill(os.getpid(), signum)
+            return
+        if not self.held:
+            self.held = True  # this signal's unwinding is the teardown: a second one must not cut it short
+            raise Stopped(signum)
+
+    def hold(self) -> None:
+        self.held = True
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+
+def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1), metal: bool = False) -> int:
+    """Run the lab; 0 when the scenario ran, 1 when no leader came up, 128 + N when stopped by signal N.
+    LabError (nothing left behind) when the lab cannot be set up."""
+    stops = _StopSignals()
+    stops.install()
+    lab: LabCluster | None = None
+    try:
+        lab = LabCluster(timers=timers, metal=metal)
+        lab.up()
+        return _scenario(lab, keep, timers, metal)
+    except Stopped as stop:
+        print(f"\n{stop}: removing the lab ...", flush=True)
+        return 128 + stop.signum
+    finally:
+        stops.hold()  # from here on the teardown runs to its end
+        if lab is not None:
+            lab.down()
+        stops.restore()
+
+
+def _scenario(lab: LabCluster, keep: bool, timers: tuple[float, float, float], metal: bool) -> int:
+    print(f"kube-vip-metal lab: 3 nodes, router (Kubernetes API emulator at 198.51.100.1:6443"
+          f"{', Metal API emulator at :8080' if metal else ''}), client; "
+          f"{'Elastic IP' if metal else 'VIP'} {lab.vip}; timers {'/'.join(f'{t:g}' for t in timers)} s",
+          flush=True)
+    for node in lab.nodes:
+        lab.start(node)
+    timeline = _Timeline(lab)
+    timeline.thread = threading.Thread(target=timeline.watch_state, daemon=True)
+    timeline.thread.start()
+    try:
+        return _failovers(lab, timeline, keep, timers, metal)
+    finally:
+        timeline.stop()  # before the teardown, which closes the netlink handles the timeline reads through
+
+
+def _failovers(lab: LabCluster, timeline: _Timeline, keep: bool, timers: tuple[float, float, float],
+               metal: bool) -> int:
+    probe = lab.probe()  # in the Elastic IP mode nothing routes the EIP to the client: it just sees no reply
+    if not metal:
+        threading.Thread(target=timeline.watch_probe, args=(probe,), daemon=True).start()
+
+    def settled() -> bool:
+        live = [n for n in lab.holders() if n not in timeline.dead]
+        ok = len(live) == 1 and live == [lab.lease_holder()]
+        return ok and (not metal or lab.eip_holders() == live)
+
+    if not _wait(settled, 30):
+        lab.keep_workdir = True
+        print("no leader after 30 s; see the manager logs in", lab.workdir)
+        return 1
+
+    def fail_leader(what: str, act: Callable[[str], None]) -> tuple[float, float | None]:
+        """Do `act` to the leader; return (seconds until a new leader holds the VIP, the client's outage)."""
+        time.sleep(timers[0] + 1)  # followers have watched the Lease for a whole term
+        leader = lab.lease_holder()
+        timeline.say(what.replace("{}", leader))
+        started = time.monotonic()
+        timeline.dead.add(leader)
+        act(leader)
+        _wait(lambda: lab.lease_holder() not in ("", leader) and settled(), 60)
+        converged = time.monotonic() - started
+        time.sleep(1.0)
+        return converged, _outage_since(timeline, started)
+
+    def crash(node: str) -> None:
+        lab.kill(node)
+        lab.rig.link_down(node)
+
+    def stop(node: str) -> None:
+        lab.terminate(node)
+
+    crash_converged, crash_outage = fail_leader("CRASH {}: SIGKILL and cable pulled", crash)
+    graceful_converged, graceful_outage = fail_leader("STOP {}: SIGTERM (graceful hand-over)", stop)
+    timeline.stop()
+
+    if metal:
+        print("\nmeasured in the Metal API emulator (time until the new leader's device holds the EIP):")
+        print(f"  crash of the leader     {crash_converged * 1000:8.0f} ms  (lease {timers[0]:g} s)")
+        print(f"  graceful hand-over      {graceful_converged * 1000:8.0f} ms")
+    else:
+        print("\nmeasured by the client (ICMP echo every 5 ms):")
+        print(f"  crash of the leader     outage {_fmt(crash_outage)}  (lease {timers[0]:g} s)")
+        print(f"  graceful hand-over      outage {_fmt(graceful_outage)}")
+    if keep:
+        print("\nthe lab keeps running; try:")
+        for node in lab.nodes:
+            print(f"  ip netns exec {lab.rig.ns(node)} ip -br addr show eth0")
+        print(f"  ip netns exec {lab.rig.ns('client')} ping {lab.vip}")
+        print(f"  manager logs: {lab.workdir}/<node>.log")
+        print("Ctrl-C (or SIGTERM, SIGHUP) removes everything.", flush=True)
+        while True:
+            time.sleep(3600)  # until a stop signal raises Stopped
+    probe.kill()
+    print("removing the lab ...", flush=True)
+    return 0
+
+
+def _fmt(seconds: float | None) -> str:
+    return "   < 15 ms (no gap of three probes)" if seconds is None else f"{seconds * 1000:8.0f} ms"
