@@ -8,13 +8,15 @@ Heavy libraries are imported only by the manager, so generating a manifest stays
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from kubevip_metal import __version__
 from kubevip_metal.config import Command, ConfigError, Given, build_config, given_from_env
-from kubevip_metal.options import OPTIONS, Group
+from kubevip_metal.options import OPTIONS, Availability, Group
 
 PROG = "kube-vip-metal"
 
@@ -42,8 +44,12 @@ def _run_lab(request: _LabRequested) -> int:
         lease, renew, retry = (parse_seconds(part) for part in request.timers.split(","))
     except ValueError:
         raise UsageError(f'--timers "{request.timers}": expected three durations, e.g. 5,3,1') from None
-    if not lease > renew > 1.2 * retry:
-        raise UsageError(f'--timers "{request.timers}": need lease > renew > 1.2 x retry')
+    from generic.election import TimerError, Timers
+
+    try:
+        Timers(lease, renew, retry)
+    except TimerError as exc:
+        raise UsageError(f'--timers "{request.timers}": {exc}') from None
     try:  # the lab is the test bed's, a distribution of its own: a node running the daemon does not have it
         from kubevip_testbed.lab.cluster import LabError
         from kubevip_testbed.lab.run import run_lab
@@ -79,8 +85,9 @@ def _add_options(parser: argparse.ArgumentParser, manifest: bool) -> dict[str, s
             continue
         env = f" [env {', '.join(option.env)}]" if option.env else ""
         default = f" (default {option.default})" if option.default not in (None, "") and not option.secret else ""
+        later = " (not available yet: the manager refuses it)" if option.available is Availability.NOT_YET else ""
         kwargs: dict[str, Any] = {"dest": option.name, "action": _StoreGiven, "default": None,
-                                  "help": f"{option.help}{default}{env}".replace("%", "%%")}
+                                  "help": f"{option.help}{later}{default}{env}".replace("%", "%%")}
         if option.boolean:
             kwargs["nargs"] = 0
             booleans.update({flag: option.name for flag in option.flags})
@@ -155,9 +162,27 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def _kubevip_settings(flags: dict[str, str], command: Command) -> list[str]:
+    """kube-vip's own flags and variables for features this project does not have: the first that would change
+    what the cluster gets is refused by name (a kube-vip manifest moved over says what it loses); the harmless
+    ones come back as warnings. `manifest` never reads the environment, so only the manager scans it."""
+    from kubevip_metal import kubevip_compat
+
+    findings = kubevip_compat.scan_flags(flags)
+    if command is Command.MANAGER:
+        findings += kubevip_compat.scan_environment(os.environ)
+    refused = [f for f in findings if f.disposition is kubevip_compat.Disposition.REFUSE]
+    if refused:
+        raise UsageError(refused[0].message)
+    return [f.message for f in findings]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        from kubevip_metal.kubevip_compat import split_flags
+
+        args, kubevip_flags = split_flags(args)
         lab: _LabRequested | None = None
         try:
             command, given = parse_command_line(args)
@@ -168,13 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is None:
             print(f"{PROG} {__version__}")
             return 0
+        foreign_warnings = _kubevip_settings(kubevip_flags, command)
         if command is Command.MANAGER:
             given.update(given_from_env())
         config = build_config(given, command)
+        config = dataclasses.replace(config, warnings=config.warnings + tuple(foreign_warnings))
         if command.is_manifest:
             from kubevip_metal.manifests import render
 
-            sys.stdout.write(render(config))
+            text = render(config)
+            for warning in config.warnings:
+                print(f"{PROG}: warning: {one_line(warning)}", file=sys.stderr)
+            sys.stdout.write(text)
             return 0
     except (ConfigError, UsageError) as exc:
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
