@@ -70,8 +70,13 @@ class GarpAnnouncer:
 
     name = "garp"
 
-    def __init__(self, rate: float, addresses: Addresses, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, addresses: Addresses, clock: Callable[[], float] = time.monotonic,
+                 follow_up: float | None = None) -> None:
+        """`follow_up`: one more announcement that long after each takeover (the daemon passes the renew deadline
+        + 0.5 s): a previous holder that lost its renewal may go on announcing until its own deadline (client-go,
+        hence kube-vip, releases before it deletes the VIP), and this wins the clients back at once after it."""
         self.rate = rate
+        self.burst = tuple(sorted({*BURST, *([follow_up] if follow_up else [])}))
         self._addresses = addresses
         self._clock = clock
         self._lock = threading.Lock()
@@ -135,7 +140,7 @@ class GarpAnnouncer:
         self._generation[vip] = generation
         self._send(vip)
         now = self._clock()
-        for offset in BURST[1:]:
+        for offset in self.burst[1:]:
             heapq.heappush(self._schedule, (now + offset, next(self._tie), generation, vip))
         self._wake.notify_all()
 

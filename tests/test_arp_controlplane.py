@@ -66,6 +66,8 @@ def test_vip_on_exactly_the_leader_through_handover_and_crash(lab: LabCluster) -
 def test_stray_vip_on_a_follower_is_removed_within_one_period(lab: LabCluster) -> None:
     leader = settled(lab)
     follower = next(n for n in lab.nodes if n != leader)
+    # a follower still starting would remove it as a crash's leftover (vip.leftover_removed): this is the reconciler
+    wait_for(lambda: any(e["event"] == "daemon.started" for e in lab.events(follower)))
     lab.rig.run(follower, ["ip", "addr", "add", f"{lab.vip}/32", "dev", "eth0"])
     took = wait_for(lambda: follower not in lab.holders(), timeout=5)
     assert took <= RECONCILE + 0.5

@@ -21,7 +21,7 @@ from kubevip_metal.cli import parse_command_line
 from kubevip_metal.config import Config, ConfigError, Mode, build_config
 from kubevip_metal.daemon.daemon import Daemon
 from kubevip_metal.daemon.dependencies import Dependencies
-from kubevip_metal.daemon.modes import MODES, Announcement
+from kubevip_metal.daemon.modes import MODES, ModeSpec
 from kubevip_metal.kubeclient import build_api_client
 from kubevip_metal.manager import configure_logging
 from kubevip_metal.metal.client import Device, Reservation
@@ -214,7 +214,7 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     deps = Dependencies(api_client=lambda: "api", addresses=addresses, metal_client=lambda: _FakeMetal(),
                         lease_lock=lambda api, namespace, name: MemoryStore().client("n1"))
     announcer = RecordingAnnouncer()
-    modes = {mode: (lambda _c, _d: Announcement(lambda a, v: "eth0", [announcer])) for mode in Mode}
+    modes = {mode: ModeSpec(lambda a, v: "eth0", lambda _c, _d: [announcer]) for mode in Mode}
     daemon = Daemon(recorded, deps, modes)
     try:
         daemon.start()
@@ -222,7 +222,7 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     finally:
         daemon.stop()
     if config.mode is Mode.ARP:  # the real ARP mode's announcer is built (it sends nothing until told to)
-        for built in MODES[Mode.ARP](recorded, deps).announcers:
+        for built in MODES[Mode.ARP].announcers(recorded, deps):
             built.close()
     if config.mode is Mode.METAL_EIP:
         metal_client(recorded)

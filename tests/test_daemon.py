@@ -14,7 +14,7 @@ from kubevip_metal.cli import parse_command_line
 from kubevip_metal.config import Config, Mode, build_config
 from kubevip_metal.daemon.daemon import Daemon
 from kubevip_metal.daemon.dependencies import Dependencies
-from kubevip_metal.daemon.modes import Announcement, ModeFactory
+from kubevip_metal.daemon.modes import ModeSpec
 from kubevip_metal.errors import FatalError, NotReady
 from kubevip_metal.manager import run
 from kubevip_testbed.waiting import wait_for
@@ -46,12 +46,9 @@ class Node:
                                  metal_client=self._no_metal, lease_lock=self._lock)
         self.daemon = Daemon(self.config, self.deps, self.modes())
 
-    def modes(self) -> dict[Mode, ModeFactory]:
-        def arp(_config: Config, _deps: Dependencies) -> Announcement:
-            return Announcement(lambda addresses, version: addresses.default_route_interface(version),
-                                [self.announcer])
-
-        return {Mode.ARP: arp}
+    def modes(self) -> dict[Mode, ModeSpec]:
+        return {Mode.ARP: ModeSpec(lambda addresses, version: addresses.default_route_interface(version),
+                                   lambda _config, _deps: [self.announcer])}
 
     def _api_client(self) -> Any:
         self.api_calls += 1
@@ -110,9 +107,8 @@ def test_start_retries_where_it_failed_and_keeps_what_is_up() -> None:
 def test_a_mode_without_announcers_is_fatal_not_a_silent_no_op() -> None:
     store = MemoryStore()
     node = Node("n1", store)
-    node.daemon = Daemon(node.config, node.deps, modes={})
     with pytest.raises(FatalError, match="arp mode is not available"):
-        node.daemon.start()
+        Daemon(node.config, node.deps, modes={})
 
 
 def test_manager_retries_not_ready_then_runs_and_exits_zero_on_stop() -> None:
@@ -239,3 +235,38 @@ def test_a_metal_api_that_is_down_is_not_ready_not_fatal(metal: MetalWorld) -> N
     metal.emulator.set_fault(down=True)  # connections refused (each call retried with backoff, then given up)
     with pytest.raises(NotReady, match="Metal API"):
         Daemon(config, deps).start()
+
+
+def test_leftovers_go_even_while_the_api_server_is_unreachable() -> None:
+    """A static pod restarted after a crash removes its stale VIP before it waits for the API server."""
+    node = Node("n1", MemoryStore())
+
+    def unreachable() -> Any:
+        raise NotReady("no kubeconfig yet")
+
+    node.deps.api_client = unreachable
+    node.addresses.held |= _vips(node)
+    try:
+        with pytest.raises(NotReady):
+            node.daemon.start()
+        assert not node.holds
+    finally:
+        node.daemon.stop()
+
+
+def test_the_lease_is_not_released_while_the_vip_could_not_be_removed() -> None:
+    """If the kernel refuses to remove the VIP, the Lease is left to expire: a successor must not add it while it
+    is still here."""
+    from generic.addresses import AddressError
+
+    store = MemoryStore()
+    node = Node("n1", store)
+    node.daemon.start()
+    wait_for(lambda: node.holds, timeout=5)
+
+    def refuse(_vip: object) -> bool:
+        raise AddressError("Operation not permitted")
+
+    node.addresses.remove = refuse  # type: ignore[method-assign,assignment]
+    node.daemon.stop()
+    assert store.record is not None and store.record.holder == "n1"

@@ -118,6 +118,20 @@ def test_release_hands_over_at_once(cluster: tuple[MemoryStore, Recorder, list[E
     assert not recorder.overlaps()
 
 
+def test_a_leader_that_could_not_let_go_keeps_the_lock_until_it_expires() -> None:
+    store = MemoryStore()
+    slow = Timers(lease_duration=5.0, renew_deadline=3.0, retry_period=1.0)
+    stopped = threading.Event()
+    callbacks = Callbacks(on_stopped_leading=stopped.set, may_release=lambda: False)
+    a = Elector(store.client("a"), "a", slow, callbacks)
+    a.start()
+    wait_for(lambda: a.is_leader)
+    a.stop()
+    assert stopped.is_set()  # it stepped down ...
+    assert store.record is not None and store.record.holder == "a"  # ... but did not hand over what it still held
+    assert not [record for _, record in store.writes if record.holder == ""]
+
+
 def test_cut_off_leader_steps_down_before_anyone_takes_over(
         cluster: tuple[MemoryStore, Recorder, list[Elector]]) -> None:
     _store, recorder, _ = cluster

@@ -122,3 +122,31 @@ def test_stop_leaves_nothing_and_closes_the_announcers() -> None:
     vips.start()
     vips.stop()
     assert addresses.held == set() and announcer.closed
+
+
+def test_garp_burst_has_a_follow_up_after_the_renew_deadline() -> None:
+    """The announcer's schedule: at once, the burst, then one more at the follow-up (the daemon passes the renew
+    deadline + 0.5 s, after which a kube-vip that lost its renewal has stopped announcing)."""
+    import time
+
+    from generic.announce import GarpAnnouncer
+
+    class Sender:
+        def __init__(self) -> None:
+            self.at: list[float] = []
+
+        def send(self, _interface: str, _mac: bytes, _vip: object) -> None:
+            self.at.append(time.monotonic())
+
+        def close(self) -> None:
+            pass
+
+    sender = Sender()
+    announcer = GarpAnnouncer(60.0, FakeAddresses(), follow_up=1.3)
+    announcer._garp = sender  # type: ignore[assignment]
+    start = time.monotonic()
+    announcer.announce(CP_VIP)
+    time.sleep(1.6)
+    announcer.close()
+    offsets = [round(at - start, 1) for at in sender.at]
+    assert len(offsets) == 6 and offsets[0] == 0.0 and 1.2 <= offsets[-1] <= 1.5, offsets

@@ -84,6 +84,10 @@ def _noop_leader(_identity: str) -> None:
     return None
 
 
+def _always() -> bool:
+    return True
+
+
 @dataclass
 class Callbacks:
     """Run in order on one callback thread; keep them quick (they delay each other, never the renewals)."""
@@ -91,6 +95,9 @@ class Callbacks:
     on_started_leading: Callable[[], None] = _noop
     on_stopped_leading: Callable[[], None] = _noop
     on_new_leader: Callable[[str], None] = _noop_leader
+    # asked once on_stopped_leading has run at shutdown: False keeps the lock held (it then expires as after a
+    # crash), for a leader that could not give up what it held (a VIP the kernel refused to remove)
+    may_release: Callable[[], bool] = _always
 
 
 def _utcnow() -> datetime:
@@ -373,6 +380,15 @@ class Elector:
                         reason="on_stopped_leading still running")
             return
         if version is None or record is None:
+            return
+        try:
+            releasable = self.callbacks.may_release()
+        except Exception:
+            log.exception("election.callback_failed", lock=self.lock.describe(), identity=self.identity)
+            releasable = False
+        if not releasable:
+            log.warning("election.release_skipped", lock=self.lock.describe(),
+                        reason="what this leader held is not released yet; the lock will expire instead")
             return
         now = self._now()
         released = LeaderRecord("", 1, now, now, record.transitions)

@@ -73,19 +73,21 @@ def resolve_vips(config: Config, addresses: Addresses, default_interface: Callab
 
 
 class ControlPlane:
-    def __init__(self, config: Config, vips: VipController, wanted: list[Vip], lock: Lock, *,
+    def __init__(self, config: Config, vips: VipController, wanted: list[Vip], *,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """Claims the VIPs as not wanted here yet: the VIP controller's first pass removes a crash's leftover."""
         assert config.node_name is not None
-        self.vips, self.wanted, self._clock = vips, wanted, clock
+        self.config, self.vips, self.wanted, self._clock = config, vips, wanted, clock
         self.vips.claim(OWNER, wanted, active=False)
-        self.elector = Elector(lock, config.node_name, config.election.timers,
-                               Callbacks(self._started_leading, self._stopped_leading, self._new_leader), clock=clock)
-        self._campaigning = False
+        self.elector: Elector | None = None
 
-    def campaign(self) -> None:
-        if not self._campaigning:
+    def campaign(self, lock: Lock) -> None:
+        if self.elector is None:
+            assert self.config.node_name is not None
+            callbacks = Callbacks(self._started_leading, self._stopped_leading, self._new_leader, self._all_gone)
+            self.elector = Elector(lock, self.config.node_name, self.config.election.timers, callbacks,
+                                   clock=self._clock)
             self.elector.start()
-            self._campaigning = True
 
     def _started_leading(self) -> None:
         self.vips.claim(OWNER, self.wanted, active=True)
@@ -98,8 +100,16 @@ class ControlPlane:
     def _new_leader(self, identity: str) -> None:
         log.info("controlplane.leader", leader=identity)
 
+    def _all_gone(self) -> bool:
+        """The Lease is released on stop only once no control-plane VIP is left here (unless another owner, such
+        as a Service on the same address, still holds it legitimately)."""
+        left = [v for v in self.wanted if self.vips.addresses.present(v) and not self.vips.owners_of(v)]
+        if left:
+            log.error("controlplane.vip_not_removed", vips=[str(v) for v in left])
+        return not left
+
     def stop(self) -> None:
         """Step down (the VIP goes in the callback), release the Lease, let go of the VIPs."""
-        if self._campaigning:
+        if self.elector is not None:
             self.elector.stop(timeout=1.5)
         self.vips.release(OWNER)

@@ -14,7 +14,7 @@ missing from the table is a `FatalError`, never a silent no-op.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from generic.addresses import Addresses
 from generic.announce import Announcer, GarpAnnouncer
@@ -23,15 +23,13 @@ from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.errors import FatalError
 
 
-@dataclass
-class Announcement:
-    """What a mode contributes to the daemon."""
+@dataclass(frozen=True)
+class ModeSpec:
+    """What a mode contributes to the daemon: where a VIP is held when `--interface` is not given, and how its
+    announcers are built (which may need the outside world: the Metal API; `NotReady` until it answers)."""
 
     default_interface: Callable[[Addresses, int], str | None]  # (addresses, IP version) -> interface
-    announcers: list[Announcer] = field(default_factory=list)
-
-
-ModeFactory = Callable[[Config, Dependencies], Announcement]
+    announcers: Callable[[Config, Dependencies], list[Announcer]]
 
 
 def _default_route(addresses: Addresses, version: int) -> str | None:
@@ -42,25 +40,26 @@ def _loopback(_addresses: Addresses, _version: int) -> str:
     return "lo"
 
 
-def _arp(config: Config, deps: Dependencies) -> Announcement:
-    return Announcement(_default_route, [GarpAnnouncer(config.vip.arp_rate_ms / 1000, deps.addresses,
-                                                       clock=deps.clock)])
+def _arp(config: Config, deps: Dependencies) -> list[Announcer]:
+    follow_up = config.election.timers.renew_deadline + 0.5
+    return [GarpAnnouncer(config.vip.arp_rate_ms / 1000, deps.addresses, clock=deps.clock, follow_up=follow_up)]
 
 
-def _metal_eip(config: Config, deps: Dependencies) -> Announcement:
+def _metal_eip(config: Config, deps: Dependencies) -> list[Announcer]:
     from kubevip_metal.metal.announcer import ElasticIpAnnouncer
     from kubevip_metal.metal.setup import elastic_ip
 
     announcer = ElasticIpAnnouncer([elastic_ip(config, deps.metal_client())])
     announcer.start()
-    return Announcement(_loopback, [announcer])
+    return [announcer]
 
 
-MODES: Mapping[Mode, ModeFactory] = {Mode.ARP: _arp, Mode.METAL_EIP: _metal_eip}
+MODES: Mapping[Mode, ModeSpec] = {Mode.ARP: ModeSpec(_default_route, _arp),
+                                  Mode.METAL_EIP: ModeSpec(_loopback, _metal_eip)}
 
 
-def announcement_for(config: Config, deps: Dependencies, modes: Mapping[Mode, ModeFactory] = MODES) -> Announcement:
-    factory = modes.get(config.mode)
-    if factory is None:
+def mode_spec(config: Config, modes: Mapping[Mode, ModeSpec] = MODES) -> ModeSpec:
+    spec = modes.get(config.mode)
+    if spec is None:
         raise FatalError(f"the {config.mode.value} mode is not available in this version")
-    return factory(config, deps)
+    return spec

@@ -49,6 +49,14 @@ class VipController:
         self._thread: threading.Thread | None = None
         self.repairs = 0
 
+    def attach(self, announcers: Sequence[Announcer]) -> None:
+        """Add announcers (the mode's, once they could be built); VIPs already announced are announced to them."""
+        with self._lock:
+            for announcer in announcers:
+                self.announcers.append(announcer)
+                for vip in sorted(self._announced, key=str):
+                    announcer.announce(vip)
+
     # -- desired state ------------------------------------------------------------------------------------
 
     def claim(self, owner: str, vips: Iterable[Vip], active: bool) -> None:
