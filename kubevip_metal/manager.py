@@ -17,7 +17,7 @@ from types import FrameType
 from generic import logfmt
 from kubevip_metal import __version__
 from kubevip_metal.config import Config, describe
-from kubevip_metal.daemon.daemon import Daemon
+from kubevip_metal.daemon.daemon import Daemon, Stopped
 from kubevip_metal.daemon.dependencies import Dependencies, production
 from kubevip_metal.errors import FatalError, NotReady
 
@@ -48,25 +48,45 @@ def run(config: Config, stop: threading.Event | None = None, deps: Dependencies 
              control_plane=config.control_plane, services=config.services.enabled)
     log.info("config.effective", **dict(describe(config)))
 
-    daemon: Daemon | None = None
-    backoff = 1.0
     try:
         daemon = Daemon(config, deps or production(config))
-        while not stop.is_set():
-            try:
-                daemon.start()
-                break
-            except NotReady as exc:
-                log.error("manager.not_ready", error=str(exc), retry_in=backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-        while not stop.wait(1.0):
-            pass
     except FatalError as exc:
         log.error("manager.failed", error=str(exc))
         return 1
-    finally:
-        if daemon is not None:
-            daemon.stop()
+    failure: list[str] = []
+    # bring-up runs beside the main thread, which only waits for a signal: SIGTERM never waits for an API server,
+    # a DNS answer or a Metal API retry
+    starter = threading.Thread(target=_bring_up, args=(daemon, stop, failure), name="bring-up", daemon=True)
+    starter.start()
+    while not stop.wait(1.0):
+        pass
+    daemon.stop()
+    starter.join(0.2)
+    if failure:
+        log.error("manager.failed", error=failure[0])
+        return 1
     log.info("manager.stopped")
     return 0
+
+
+def _bring_up(daemon: Daemon, stop: threading.Event, failure: list[str]) -> None:
+    """Start the daemon: `NotReady` is retried with backoff (a static pod may start before kubeadm wrote its
+    kubeconfig); `FatalError`, or any bug, ends the process with exit 1 (the kubelet restarts it)."""
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            daemon.start()
+            return
+        except Stopped:
+            return
+        except NotReady as exc:
+            log.error("manager.not_ready", error=str(exc), retry_in=backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+        except FatalError as exc:
+            failure.append(str(exc))
+            stop.set()
+        except Exception as exc:
+            log.exception("manager.crashed", error=f"{type(exc).__name__}: {exc}")
+            failure.append(f"unexpected {type(exc).__name__}")
+            stop.set()

@@ -270,3 +270,36 @@ def test_the_lease_is_not_released_while_the_vip_could_not_be_removed() -> None:
     node.addresses.remove = refuse  # type: ignore[method-assign,assignment]
     node.daemon.stop()
     assert store.record is not None and store.record.holder == "n1"
+
+
+def test_stop_while_start_waits_on_the_outside_world_starts_nothing_after() -> None:
+    """SIGTERM during a Metal API retry: stop returns at once, and the blocked start builds nothing afterwards."""
+    from kubevip_metal.daemon.daemon import Stopped
+
+    node = Node("n1", MemoryStore())
+    entered, release = threading.Event(), threading.Event()
+    late = RecordingAnnouncer()
+
+    def slow_announcers(_config: Config, _deps: Dependencies) -> list[Any]:
+        entered.set()
+        release.wait(5)
+        return [late]
+
+    node.daemon = Daemon(node.config, node.deps, {Mode.ARP: ModeSpec(
+        lambda addresses, version: addresses.default_route_interface(version), slow_announcers)})
+    outcome: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            node.daemon.start()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    assert entered.wait(5)
+    node.daemon.stop()  # does not wait for the blocked call
+    release.set()
+    thread.join(5)
+    assert len(outcome) == 1 and isinstance(outcome[0], Stopped)
+    assert late.closed and node.api_calls == 0 and not node.holds

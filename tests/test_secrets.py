@@ -39,18 +39,26 @@ def test_manager_run_with_every_secret_prints_none(tmp_path: Path) -> None:
     refused = run_cli(args, {"PACKET_AUTH_TOKEN": TOKEN, "bgp_peerpass": ""})
     assert refused.returncode == 2 and "not available yet" in refused.stderr, refused.stderr
     _assert_clean(refused.stdout + refused.stderr)
-    # the Metal token through a real run that retries (no kubeconfig, no Metal API) and logs everything at debug
+    # the Metal token through a real run that retries (no Metal API, no kubeconfig) and logs everything at debug;
+    # SIGTERM ends it at once even while the Metal API is being retried
     args = ["manager", "--controlplane", "--metal", "--address", "192.0.2.10", "--provider-config", str(provider),
-            "--metalAPIURL", "http://127.0.0.1:9/metal/v1", "--k8sConfigPath", str(tmp_path / "none.conf"),
+            "--metalAPIURL", "http://127.0.0.1:9/metal/v1", "--metalMetadataURL", "http://127.0.0.1:9/metadata",
+            "--k8sConfigPath", str(tmp_path / "none.conf"),
             "--log-level", "debug"]
     for log_format in ("text", "json"):
         process = subprocess.Popen([*CLI, *args, "--log-format", log_format], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, env=clean_env({"PACKET_AUTH_TOKEN": TOKEN}))
-        time.sleep(1.0)
+        assert process.stderr is not None
+        seen = [process.stderr.readline() for _ in range(3)]
+        while "metal.retry" not in seen[-1] and seen[-1]:  # the Metal API is being retried: stop it there
+            seen.append(process.stderr.readline())
+        sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=10)
+        err = "".join(seen) + err
         assert process.returncode == 0, err
-        assert "config.effective" in err and "***" in err and "manager.not_ready" in err
+        assert time.monotonic() - sent < 2.0
+        assert "config.effective" in err and "***" in err and "metal.retry" in err, err
         _assert_clean(out + err)
 
 

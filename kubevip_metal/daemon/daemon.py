@@ -8,11 +8,18 @@
 
 `start` is safe to call again after a `NotReady`: each component is kept once it is up, and the next call picks
 up where the last one failed. One Kubernetes API client serves every elector of the process.
+
+`stop` may be called from another thread while `start` is blocked on the outside world (a DNS lookup, the Metal
+API retrying with backoff): the blocking calls run outside the daemon's lock, every step that changes state runs
+under it and first checks whether the daemon was stopped, so SIGTERM never waits for an API and nothing is started
+after `stop` (what a late blocking call built is closed at once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from generic.addresses import AddressError
@@ -22,7 +29,7 @@ from kubevip_metal.daemon.controlplane import ControlPlane, resolve_vips
 from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.daemon.modes import MODES, ModeSpec, mode_spec
 from kubevip_metal.daemon.vips import VipController
-from kubevip_metal.errors import FatalError, NotReady
+from kubevip_metal.errors import DaemonError, FatalError, NotReady
 
 log = get_logger("kubevip_metal.daemon")
 
@@ -39,33 +46,64 @@ class Daemon:
         self.vips = VipController(deps.addresses, [], clock=deps.clock)
         self.control_plane: ControlPlane | None = None
         self._announcing = False
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def start(self) -> None:
         """Bring up whatever is not up yet: the VIP controller (its first pass clears a crash's leftovers, before
-        anything waits on the outside world), the mode's announcers, the API client, the control plane's campaign."""
+        anything waits on the outside world), the mode's announcers, the API client, the control plane's campaign.
+        Raises NotReady, FatalError, or Stopped once `stop` was called."""
         try:
             self._start()
         except AddressError as exc:
             raise NotReady(str(exc)) from None
 
+    @contextlib.contextmanager
+    def _step(self) -> Iterator[None]:
+        """Hold the lock for one state change; raises Stopped instead if the daemon was stopped meanwhile."""
+        with self._lock:
+            if self._stopped:
+                raise Stopped("the daemon was stopped")
+            yield
+
     def _start(self) -> None:
         if self.control_plane is None:
-            wanted = resolve_vips(self.config, self.deps.addresses, self.mode.default_interface)
-            self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock)
-        self.vips.start()
+            wanted = resolve_vips(self.config, self.deps.addresses, self.mode.default_interface)  # may look up DNS
+            with self._step():
+                self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock)
+        with self._step():
+            self.vips.start()
         if not self._announcing:
-            self.vips.attach(self.mode.announcers(self.config, self.deps))
-            self._announcing = True
+            announcers = self.mode.announcers(self.config, self.deps)  # may wait on the Metal API
+            try:
+                with self._step():
+                    self.vips.attach(announcers)
+                    self._announcing = True
+            except Stopped:
+                for announcer in announcers:
+                    announcer.close()
+                raise
         if self.api is None:
-            self.api = self.deps.api_client()
+            api = self.deps.api_client()
+            with self._step():
+                self.api = api
         election = self.config.election
-        self.control_plane.campaign(self.deps.lease_lock(self.api, election.namespace, election.lease_name))
+        with self._step():
+            self.control_plane.campaign(self.deps.lease_lock(self.api, election.namespace, election.lease_name))
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
 
     def stop(self) -> None:
-        """Step down and release the Lease first, then remove every VIP and close the announcers."""
-        if self.control_plane is not None:
-            self.control_plane.stop()
-        self.vips.stop()
-        self.deps.addresses.close()
+        """Step down and release the Lease first, then remove every VIP and close the announcers. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if self.control_plane is not None:
+                self.control_plane.stop()
+            self.vips.stop()
+            self.deps.addresses.close()
+
+
+class Stopped(DaemonError):
+    """`start` was interrupted by `stop`."""
