@@ -340,6 +340,16 @@ def test_md5_match_and_mismatch(lab: Lab, caplog: pytest.LogCaptureFixture) -> N
         assert password not in text
 
 
+def test_a_refused_session_is_reported_with_the_routers_reason(lab: Lab) -> None:
+    lab.bird(peers=[BirdPeer("n1", lab.rig.ipv4("n1"), 65099)])  # the router expects another AS from n1
+    peer = lab.peer()
+    speaker = lab.speaker("n1", lab.settings("n1", peer))
+    wait_for(lambda: "bad peer AS" in (speaker.sessions()[peer.address].last_error or ""), timeout=15)
+    state = speaker.sessions()[peer.address]
+    assert not state.established
+    assert state.last_error == "notification received: OPEN message error (2/2: bad peer AS)"
+
+
 def test_exabgp_killed_is_restarted_and_the_route_comes_back(lab: Lab) -> None:
     router = lab.bird(peers=[BirdPeer("n1", lab.rig.ipv4("n1"), NODE_AS)])
     peer = lab.peer()

@@ -680,6 +680,9 @@ class ExaBgpSpeaker:
                 self._set_phase(record, SessionPhase.CONNECTED, record.last_error)
             elif state == "down":
                 reason = str(neighbor.get("reason") or "session closed")
+                if reason.startswith("notification received") and (record.last_error or "").startswith(
+                        "notification received"):
+                    reason = record.last_error or reason  # the NOTIFICATION just read, with its name
                 was = record.phase
                 self._set_phase(record, SessionPhase.IDLE, reason)
                 gen.unsent.pop(peer, None)
