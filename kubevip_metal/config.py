@@ -368,7 +368,7 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
         manifest=manifest,
     )
     # every value is valid by now; what the daemon cannot honour yet is refused (manager) or warned about (manifest)
-    unavailable = _not_available_yet(r)
+    unavailable = _not_available_yet(r) + _combinations_not_available_yet(r, config)
     if unavailable and command is Command.MANAGER and refuse_unavailable:
         raise unavailable[0][1]
     for feature in dict.fromkeys(f for f, _ in unavailable):
@@ -388,6 +388,26 @@ def _not_available_yet(r: _Reader) -> list[tuple[str, ConfigError]]:
             default = f"set it to {option.default}" if option.default else "set it empty"
             found.append((option.feature, r.error(option.name, f"not available yet in kube-vip-metal {__version__} "
                                                                f"({option.feature}); remove it or {default}")))
+    return found
+
+
+def _combinations_not_available_yet(r: _Reader, config: Config) -> list[tuple[str, ConfigError]]:
+    """Settings valid one by one whose combination this version cannot honour yet."""
+    found = []
+    later = f"not available yet in kube-vip-metal {__version__}"
+    if config.mode is Mode.BGP and config.control_plane and not config.election.requested:
+        feature = "BGP from every control-plane node while its API server is healthy"
+        found.append((feature, r.error("bgp", f"without --leaderElection: {later} ({feature}); add "
+                                              "--leaderElection (only the leader advertises)")))
+    if config.mode is Mode.BGP and config.metal.enabled:
+        feature = "BGP settings from the Equinix Metal API"
+        found.append((feature, r.error("metal", f"with --bgp: {later} ({feature}); give the peers with --bgppeers "
+                                                "and drop --metal")))
+    keepalive = r.given("bgpKeepAliveInterval")
+    if config.mode is Mode.BGP and keepalive is not None and config.bgp.keepalive != config.bgp.hold_time // 3:
+        feature = "a keepalive interval other than a third of the hold time"
+        found.append((feature, r.error("bgpKeepAliveInterval", f"{later} ({feature}: the speaker sends "
+                                       f"keepalives every {config.bgp.hold_time // 3} s); leave it out")))
     return found
 
 
@@ -529,6 +549,8 @@ def _bgp(r: _Reader, mode: Mode, metal: bool, command: Command, read_files: bool
     if 0 < hold < 3:
         raise r.error("bgpHoldTimer", "must be 0 or at least 3 seconds (RFC 4271)")
     keepalive = r.need("bgpKeepAliveInterval", lambda t: parsers.parse_int(t, 0, 21845, "a keepalive interval"))
+    if r.given("bgpKeepAliveInterval") is None:
+        keepalive = hold // 3  # the default follows the hold time (kube-vip's 10 s is a third of its 30 s)
     if hold and not 0 < keepalive < hold:
         raise r.error("bgpKeepAliveInterval", f"must be between 1 and the hold time ({hold} s) minus one")
     annotations = r.get("annotations", parsers.parse_dns_subdomain)

@@ -96,7 +96,7 @@ def _later(feature: str) -> dict[str, object]:
 
 
 _SERVICES = _later("Services of type LoadBalancer")
-_BGP = _later("BGP")
+_ANNOTATIONS = _later("BGP settings from node annotations")
 _ETCD = _later("etcd leader election")
 
 OPTIONS: tuple[Option, ...] = (
@@ -106,7 +106,7 @@ OPTIONS: tuple[Option, ...] = (
           aliases=("--servcies",), **_B, **_SERVICES),
     # VIP config
     _flag("arp", Group.VIP, "Announce VIPs with gratuitous ARP / unsolicited NDP from the leader", "vip_arp", **_B),
-    _flag("bgp", Group.VIP, "Announce VIPs over BGP", "bgp_enable", **_B, **_BGP),
+    _flag("bgp", Group.VIP, "Announce VIPs over BGP", "bgp_enable", **_B),
     _flag("vip", Group.VIP, "Deprecated: use --address", "vip_address", metavar="IP"),
     _flag("address", Group.VIP, "The VIP: an IP address, a comma list of one IPv4 and one IPv6, or a DNS name",
           "address", metavar="IP|NAME"),
@@ -143,30 +143,29 @@ OPTIONS: tuple[Option, ...] = (
     _flag("nodeName", Group.VIP, "This node's Kubernetes name (default: the host name, lower case)",
           "vip_nodename", metavar="NAME"),
     # BGP config
-    _flag("bgpRouterID", Group.BGP, "BGP router ID, typically this node's address", "bgp_routerid", metavar="IPV4",
-          **_BGP),
-    _flag("localAS", Group.BGP, "The AS we peer from", "bgp_as", default="65000", metavar="AS", **_BGP),
+    _flag("bgpRouterID", Group.BGP, "BGP router ID, typically this node's address", "bgp_routerid", metavar="IPV4"),
+    _flag("localAS", Group.BGP, "The AS we peer from", "bgp_as", default="65000", metavar="AS"),
     _flag("bgppeers", Group.BGP, "Peers: address:AS:password:multihop[:port],... ([v6] in brackets, "
-          'a "quoted" field may hold : and ,)', "bgp_peers", secret=True, metavar="PEERS", **_BGP),
+          'a "quoted" field may hold : and ,)', "bgp_peers", secret=True, metavar="PEERS"),
     _flag("bgppeersFile", Group.BGP, "File holding the --bgppeers list (keeps passwords out of manifests)",
-          "bgp_peers_file", metavar="PATH", **_BGP),
-    _flag("peerAddress", Group.BGP, "Address of a single BGP peer", "bgp_peeraddress", metavar="IP", **_BGP),
+          "bgp_peers_file", metavar="PATH"),
+    _flag("peerAddress", Group.BGP, "Address of a single BGP peer", "bgp_peeraddress", metavar="IP"),
     _flag("peerAS", Group.BGP, "AS of the single peer, and of --bgppeers entries that leave AS empty",
-          "bgp_peeras", default="65000", metavar="AS", **_BGP),
+          "bgp_peeras", default="65000", metavar="AS"),
     _flag("peerPass", Group.BGP, "TCP MD5 password of the single peer", "bgp_peerpass", secret=True,
-          metavar="PASSWORD", **_BGP),
-    _flag("peerPassFile", Group.BGP, "File holding the single peer's password", "bgp_peerpass_file", metavar="PATH",
-          **_BGP),
+          metavar="PASSWORD"),
+    _flag("peerPassFile", Group.BGP, "File holding the single peer's password", "bgp_peerpass_file", metavar="PATH"),
     _flag("multihop", Group.BGP, "Enable eBGP multihop with the single peer", "bgp_multihop",
-          aliases=("--multiHop",), **_B, **_BGP),
+          aliases=("--multiHop",), **_B),
     _flag("annotations", Group.BGP, "Wait for and use BGP settings from node annotations with this prefix "
-          "(e.g. metal.equinix.com)", "annotation", aliases=("--annotaions",), metavar="PREFIX", **_BGP),
-    _flag("sourceIP", Group.BGP, "Source address of the BGP sessions", "bgp_sourceip", metavar="IP", **_BGP),
-    _flag("sourceIF", Group.BGP, "Source interface of the BGP sessions", "bgp_sourceif", metavar="IFACE", **_BGP),
+          "(e.g. metal.equinix.com)", "annotation", aliases=("--annotaions",), metavar="PREFIX", **_ANNOTATIONS),
+    _flag("sourceIP", Group.BGP, "Source address of the BGP sessions", "bgp_sourceip", metavar="IP"),
+    _flag("sourceIF", Group.BGP, "Source interface of the BGP sessions", "bgp_sourceif", metavar="IFACE"),
     _flag("bgpHoldTimer", Group.BGP, "BGP hold time in seconds (0 or 3-65535)", "bgp_hold_time", default="30",
-          metavar="SECONDS", **_BGP),
-    _flag("bgpKeepAliveInterval", Group.BGP, "BGP keepalive interval in seconds (less than the hold time)",
-          "bgp_keepalive_interval", default="10", metavar="SECONDS", **_BGP),
+          metavar="SECONDS"),
+    _flag("bgpKeepAliveInterval", Group.BGP, "BGP keepalive interval in seconds: a third of the hold time (the "
+          "speaker derives it; another value is refused)",
+          "bgp_keepalive_interval", default="10", metavar="SECONDS"),
     # Equinix Metal
     _flag("metal", Group.METAL, "Use the Equinix Metal API (Elastic IP for the control plane, BGP settings)",
           "vip_packet", **_B),

@@ -11,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from generic import logfmt
+from generic.bgp.speaker import Route, SpeakerSettings
+from generic.parse import IPAddress
 from kubevip_metal.cli import parse_command_line
 from kubevip_metal.config import Config, ConfigError, Mode, build_config
 from kubevip_metal.daemon.daemon import Daemon
@@ -36,8 +39,24 @@ ARP = ["--controlplane", "--arp", "--address", "192.0.2.10", "--nodeName", "n1"]
 METAL = ["--controlplane", "--metal", "--address", "192.0.2.10", "--nodeName", "n1", "--metalKey", "t0ken",
          "--metalProjectID", "7c1b2f3a-0000-4000-8000-000000000001", "--metalMetadataURL", "http://127.0.0.1:9/m"]
 
+BGP = ["--controlplane", "--bgp", "--leaderElection", "--address", "192.0.2.10", "--nodeName", "n1",
+       "--bgppeers", "198.51.100.1:65001"]
+BGP_SINGLE = [*BGP, "--peerAddress", "198.51.100.3"]
+
 # a non-default value for every option the daemon honours, and the base configuration it applies to
 DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
+    "bgpRouterID": (BGP, ["--bgpRouterID", "192.0.2.1"]),
+    "localAS": (BGP, ["--localAS", "65010"]),
+    "bgppeers": (BGP, ["--bgppeers", "198.51.100.2:65002"]),
+    "bgppeersFile": (BGP, []),  # through a file: see THROUGH_FILES
+    "peerAddress": (BGP, ["--peerAddress", "198.51.100.3"]),
+    "peerAS": (BGP_SINGLE, ["--peerAS", "65003"]),
+    "peerPass": (BGP_SINGLE, ["--peerPass", "pw"]),
+    "peerPassFile": (BGP_SINGLE, []),  # through a file: see THROUGH_FILES
+    "multihop": (BGP_SINGLE, ["--multihop"]),
+    "sourceIP": (BGP, ["--sourceIP", "198.51.100.11"]),
+    "sourceIF": (BGP, ["--sourceIF", "eth0"]),
+    "bgpHoldTimer": (BGP, ["--bgpHoldTimer", "90"]),
     "address": (ARP, ["--address", "192.0.2.40"]),
     "interface": (ARP, ["--interface", "eth7"]),
     "leaderElection": (ARP, ["--leaderElection"]),
@@ -72,24 +91,22 @@ WITHOUT_BASE: dict[str, tuple[list[str], str]] = {
     "arp": (ARP, "mode"),
     "metal": (METAL, "mode"),
     "vip": (["--controlplane", "--arp", "--nodeName", "n1", "--vip", "192.0.2.30"], "vip.addresses"),
+    "bgp": (BGP, "mode"),
 }
+# honoured by being checked: the speaker sends keepalives every third of the hold time, and any other value is refused
+CHECKED = {"bgpKeepAliveInterval"}
 # the daemon honours these through the content of a file
-THROUGH_FILES = {"metalKeyFile": "metal.api_key", "provider-config": "metal.api_key"}
+THROUGH_FILES = {"metalKeyFile": "metal.api_key", "provider-config": "metal.api_key", "bgppeersFile": "bgp.peers",
+                 "peerPassFile": "bgp.peers"}
 
 # a non-default value for every option that waits for a feature
 NOT_YET_SAMPLES: dict[str, list[str]] = {
-    "services": ["--services"], "bgp": ["--bgp", "--peerAddress", "198.51.100.1"],
+    "services": ["--services"],
     "serviceInterface": ["--serviceInterface", "eth1"],
     "servicesLeaseName": ["--servicesLeaseName", "svc-lock"],
-    "bgpRouterID": ["--bgpRouterID", "192.0.2.1"], "localAS": ["--localAS", "65001"],
-    "bgppeers": ["--bgppeers", "198.51.100.1:65001"], "bgppeersFile": ["--bgppeersFile", "/etc/peers"],
-    "peerAddress": ["--peerAddress", "198.51.100.1"], "peerAS": ["--peerAS", "65002"],
-    "peerPass": ["--peerAddress", "198.51.100.1", "--peerPass", "pw"],
-    "peerPassFile": ["--peerAddress", "198.51.100.1", "--peerPassFile", "/etc/pw"], "multihop": ["--multihop"],
     "leaderElectionType": ["--leaderElectionType", "etcd", "--etcdEndpoints", "127.0.0.1:2379"],
-    "annotations": ["--annotations", "metal.equinix.com"], "sourceIP": ["--sourceIP", "192.0.2.1"],
-    "sourceIF": ["--sourceIF", "eth0"], "bgpHoldTimer": ["--bgpHoldTimer", "90"],
-    "bgpKeepAliveInterval": ["--bgpKeepAliveInterval", "20"], "ddns": ["--ddns"],
+    "annotations": ["--annotations", "metal.equinix.com"],
+    "ddns": ["--ddns"],
     "etcdEndpoints": ["--etcdEndpoints", "127.0.0.1:2379"], "etcdCACert": ["--etcdCACert", "/etc/ca.pem"],
     "etcdCert": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
     "etcdKey": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
@@ -99,7 +116,7 @@ NOT_YET_SAMPLES: dict[str, list[str]] = {
     "prometheusHTTPServer": ["--prometheusHTTPServer", ":2112"], "healthCheckPort": ["--healthCheckPort", "8080"],
 }
 NOT_YET_BASE = {"ddns": ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"],
-                "bgp": ["--controlplane", "--address", "192.0.2.10", "--nodeName", "n1"]}
+                "annotations": BGP}
 
 
 def _config(argv: list[str], refuse: bool = True) -> Config:
@@ -110,7 +127,7 @@ def _config(argv: list[str], refuse: bool = True) -> Config:
 
 def test_every_option_has_a_verdict() -> None:
     by_kind = {kind: {o.name for o in OPTIONS if o.available is kind} for kind in Availability}
-    assert by_kind[Availability.DAEMON] == set(DAEMON_SAMPLES) | set(WITHOUT_BASE)
+    assert by_kind[Availability.DAEMON] == set(DAEMON_SAMPLES) | set(WITHOUT_BASE) | CHECKED
     assert by_kind[Availability.NOT_YET] == set(NOT_YET_SAMPLES)
     assert by_kind[Availability.MANIFEST] == {"inCluster", "taint", "image"}
     assert all(o.feature for o in OPTIONS if o.available is Availability.NOT_YET)
@@ -119,8 +136,7 @@ def test_every_option_has_a_verdict() -> None:
 @pytest.mark.parametrize("name", sorted(NOT_YET_SAMPLES))
 def test_manager_refuses_what_is_not_available_yet(name: str) -> None:
     base = NOT_YET_BASE.get(name, ARP)
-    if name != "bgp":  # (no base runs with --bgp's flags but without --bgp)
-        _config(base)  # the base alone runs
+    _config(base)  # the base alone runs
     with pytest.raises(ConfigError, match="not available yet in kube-vip-metal") as refused:
         _config([*base, *NOT_YET_SAMPLES[name]])
     option = next(o for o in OPTIONS if o.name == name)
@@ -132,10 +148,10 @@ def test_refusal_is_one_line_and_exit_2_and_env_is_named() -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == ['kube-vip-metal: error: --healthCheckPort "8080": not available yet in '
                                           "kube-vip-metal 0.1.0 (The /healthz endpoint); remove it or set it to 0"]
-    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret"}
-    result = run_cli(["manager", *NOT_YET_BASE["bgp"]], env)
+    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "annotation": "metal.equinix.com"}
+    result = run_cli(["manager", "--controlplane", "--leaderElection", "--address", "192.0.2.10"], env)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith('kube-vip-metal: error: bgp_enable "true": not available yet')
+    assert result.stderr.startswith('kube-vip-metal: error: annotation "metal.equinix.com": not available yet')
     assert "s3cret" not in result.stderr
 
 
@@ -147,16 +163,19 @@ def test_defaults_of_unavailable_options_are_accepted() -> None:
 
 def test_manifest_renders_them_with_one_warning_per_feature() -> None:
     result = run_cli(["manifest", "daemonset", "--services", "--bgp", "--bgppeers", "198.51.100.1:65001",
-                      "--controlplane", "--address", "192.0.2.10", "--healthCheckPort", "8080"])
+                      "--annotations", "metal.equinix.com", "--controlplane", "--address", "192.0.2.10",
+                      "--healthCheckPort", "8080"])
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.splitlines()
     assert warnings == [
         "kube-vip-metal: warning: --services: not available yet in kube-vip-metal 0.1.0 (Services of type "
         "LoadBalancer); the manager refuses this manifest until it is",
-        "kube-vip-metal: warning: --bgp, --bgppeers: not available yet in kube-vip-metal 0.1.0 (BGP); the manager "
-        "refuses this manifest until it is",
+        "kube-vip-metal: warning: --annotations: not available yet in kube-vip-metal 0.1.0 (BGP settings from node "
+        "annotations); the manager refuses this manifest until it is",
         "kube-vip-metal: warning: --healthCheckPort: not available yet in kube-vip-metal 0.1.0 (The /healthz "
         "endpoint); the manager refuses this manifest until it is",
+        "kube-vip-metal: warning: --bgp: not available yet in kube-vip-metal 0.1.0 (BGP from every control-plane "
+        "node while its API server is healthy); the manager refuses this manifest until it is",
     ]
     assert "bgp_enable" in result.stdout and "livenessProbe" not in result.stdout
 
@@ -206,6 +225,31 @@ class _FakeMetal:
         return Reservation("r1", address, 32, ())
 
 
+class _FakeSpeaker:
+    def __init__(self, settings: SpeakerSettings) -> None:
+        self.settings = settings
+
+    def configure(self, settings: SpeakerSettings) -> None:
+        self.settings = settings
+
+    def advertise(self, routes: Mapping[Any, Route]) -> None:
+        pass
+
+    def sessions(self) -> dict[Any, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeResolver:
+    def interface_address(self, name: str, family: int) -> IPAddress | None:
+        return ipaddress.ip_address("198.51.100.11")
+
+    def route_source(self, peer: IPAddress) -> IPAddress | None:
+        return ipaddress.ip_address("198.51.100.11")
+
+
 def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     """Run every piece of the daemon that reads the configuration, on a recorder; return what was read."""
     seen: set[str] = set()
@@ -223,6 +267,11 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
         daemon.stop()
     if config.mode is Mode.ARP:  # the real ARP mode's announcer is built (it sends nothing until told to)
         for built in MODES[Mode.ARP].announcers(recorded, deps):
+            built.close()
+    if config.mode is Mode.BGP:  # the speaker's settings, built by the real mode (the speaker itself is a fake)
+        bgp_deps = dataclasses.replace(deps, bgp_speaker=lambda settings: _FakeSpeaker(settings),
+                                       bgp_resolver=_FakeResolver())
+        for built in MODES[Mode.BGP].announcers(recorded, bgp_deps):
             built.close()
     if config.mode is Mode.METAL_EIP:
         metal_client(recorded)
@@ -252,13 +301,20 @@ def test_the_daemon_reads_what_each_option_sets(name: str, tmp_path: Path) -> No
     base, extra = DAEMON_SAMPLES[name]
     if name in THROUGH_FILES:  # the file's content is what the daemon uses
         secret = tmp_path / "secret"
-        secret.write_text('{"apiKey": "k", "projectID": "7c1b2f3a-0000-4000-8000-000000000001"}'
-                          if name == "provider-config" else "k")
-        argv = [a for a in METAL if a not in ("--metalKey", "t0ken")] + [f"--{name}", str(secret)]
-        command, given = parse_command_line(["manager", *argv])
+        content = {"provider-config": '{"apiKey": "k", "projectID": "7c1b2f3a-0000-4000-8000-000000000001"}',
+                   "bgppeersFile": "198.51.100.7:65007:pw"}
+        secret.write_text(content.get(name, "k"))
+        if name.startswith("metal") or name == "provider-config":
+            argv = [a for a in METAL if a not in ("--metalKey", "t0ken")]
+        else:
+            argv = BGP[:-2] if name == "bgppeersFile" else BGP_SINGLE
+        command, given = parse_command_line(["manager", *argv, f"--{name}", str(secret)])
         assert command is not None
         config = build_config(given, command, read_files=True)
-        assert config.metal.api_key is not None and config.metal.api_key.reveal() == "k"
+        if THROUGH_FILES[name] == "metal.api_key":
+            assert config.metal.api_key is not None and config.metal.api_key.reveal() == "k"
+        else:
+            assert any(peer.password is not None and peer.password.reveal() in ("k", "pw") for peer in config.bgp.peers)
         assert THROUGH_FILES[name] in _read_by_the_daemon(config, tmp_path)
         return
     before, after = _config(base), _config([*base, *extra])
@@ -266,3 +322,17 @@ def test_the_daemon_reads_what_each_option_sets(name: str, tmp_path: Path) -> No
     assert changed, f"{name}: the sample changes nothing"
     read = _read_by_the_daemon(after, tmp_path)
     assert changed & read, f"--{name} sets {sorted(changed)}, none of which the daemon reads"
+
+
+def test_the_keepalive_is_a_third_of_the_hold_time_or_refused() -> None:
+    assert _config([*BGP, "--bgpHoldTimer", "90", "--bgpKeepAliveInterval", "30"]).bgp.keepalive == 30
+    with pytest.raises(ConfigError, match=r'--bgpKeepAliveInterval "20": not available yet .*every 30 s'):
+        _config([*BGP, "--bgpHoldTimer", "90", "--bgpKeepAliveInterval", "20"])
+    assert _config([*BGP, "--bgpHoldTimer", "90"]).bgp.hold_time == 90  # the default keepalive is not a choice
+
+
+def test_bgp_combinations_not_available_yet_are_refused() -> None:
+    with pytest.raises(ConfigError, match="without --leaderElection: not available yet"):
+        _config([a for a in BGP if a != "--leaderElection"])
+    with pytest.raises(ConfigError, match="BGP settings from the Equinix Metal API"):
+        _config([*BGP, "--metal", "--metalKey", "t", "--metalProject", "p"])

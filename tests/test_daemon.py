@@ -303,3 +303,64 @@ def test_stop_while_start_waits_on_the_outside_world_starts_nothing_after() -> N
     thread.join(5)
     assert len(outcome) == 1 and isinstance(outcome[0], Stopped)
     assert late.closed and node.api_calls == 0 and not node.holds
+
+
+class _Speaker:
+    """A BGP speaker that records the whole wanted set it is handed."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings, self.closed = settings, False
+        self.routes: dict[Any, Any] = {}
+
+    def configure(self, settings: Any) -> None:
+        self.settings = settings
+
+    def advertise(self, routes: Any) -> None:
+        self.routes = dict(routes)
+
+    def sessions(self) -> dict[Any, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.routes, self.closed = {}, True
+
+
+def test_bgp_mode_advertises_the_host_route_from_the_leader_only() -> None:
+    """The real BGP mode wiring (speaker settings, announcer, VIP on lo) with a recording speaker."""
+    import ipaddress
+
+    from kubevip_metal.daemon.modes import MODES
+
+    store = MemoryStore()
+    speakers: dict[str, _Speaker] = {}
+    nodes = []
+    for name in ("n1", "n2"):
+        node = Node(name, store)
+        command, given = parse_command_line(["manager", "--controlplane", "--bgp", "--leaderElection", "--address",
+                                             "192.0.2.10", "--nodeName", name, *FAST, "--bgppeers",
+                                             "198.51.100.1:65001", "--localAS", "65010", "--bgpRouterID", "192.0.2.1"])
+        assert command is not None
+        node.config = build_config(given, command)
+        def speaker(settings: Any, name: str = name) -> Any:
+            return speakers.setdefault(name, _Speaker(settings))
+
+        node.deps.bgp_speaker = speaker
+        node.daemon = Daemon(node.config, node.deps, MODES)
+        nodes.append(node)
+    try:
+        for node in nodes:
+            node.daemon.start()
+        wait_for(lambda: sum(bool(s.routes) for s in speakers.values()) == 1, timeout=5)
+        leader = next(node for node in nodes if speakers[node.name].routes)
+        follower = next(node for node in nodes if node is not leader)
+        assert set(speakers[leader.name].routes) == {ipaddress.ip_network("192.0.2.10/32")}
+        assert {vip.interface for vip in leader.addresses.held} == {"lo"} and not follower.addresses.held
+        settings = speakers[leader.name].settings
+        assert (settings.local_as, str(settings.router_id), [str(p.address) for p in settings.peers]) == (
+            65010, "192.0.2.1", ["198.51.100.1"])
+        leader.daemon.stop()
+        assert speakers[leader.name].closed and not leader.addresses.held
+        wait_for(lambda: bool(speakers[follower.name].routes), timeout=3)
+    finally:
+        for node in nodes:
+            node.daemon.stop()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from generic.addresses import Addresses
+from generic.bgp.speaker import Speaker, SpeakerSettings
 from generic.election.lock import Lock
 from kubevip_metal.config import Config
 
@@ -24,7 +25,15 @@ class Dependencies:
     addresses: Addresses  # netlink: the VIPs on interfaces
     metal_client: Callable[[], Any]  # kubevip_metal.metal.client.MetalClient (only the Metal modes call it)
     lease_lock: LockFactory
+    bgp_speaker: Callable[[SpeakerSettings], Speaker] = field(default=lambda settings: _exabgp(settings))
+    bgp_resolver: Any = None  # source addresses for the router ID (daemon.bgp.SourceResolver); None: the kernel's
     clock: Callable[[], float] = time.monotonic
+
+
+def _exabgp(settings: SpeakerSettings) -> Speaker:
+    from generic.bgp.exabgp import ExaBgpSpeaker
+
+    return ExaBgpSpeaker(settings)
 
 
 def production(config: Config) -> Dependencies:

@@ -6,9 +6,9 @@ A mode is where the address is held when `--interface` is not given, plus the an
 |-------------|----------------------------------------|-----------------------------------------|
 | ARP         | the default route's interface          | gratuitous ARP / unsolicited NA         |
 | Metal EIP   | `lo` (Metal routes the EIP to us)      | the Elastic IP assignment (Metal API)   |
+| BGP         | `lo` (the router routes it to us)      | host routes through the BGP speaker     |
 
-BGP joins the table when its speaker lands; until then the configuration refuses `--bgp` at start, and a mode
-missing from the table is a `FatalError`, never a silent no-op.
+A mode missing from the table is a `FatalError`, never a silent no-op.
 """
 
 from __future__ import annotations
@@ -54,8 +54,18 @@ def _metal_eip(config: Config, deps: Dependencies) -> list[Announcer]:
     return [announcer]
 
 
+def _bgp(config: Config, deps: Dependencies) -> list[Announcer]:
+    from generic.bgp.announcer import BgpAnnouncer
+    from generic.bgp.exabgp import KernelResolver
+    from kubevip_metal.daemon.bgp import speaker_settings
+
+    resolver = deps.bgp_resolver or KernelResolver()
+    return [BgpAnnouncer(deps.bgp_speaker(speaker_settings(config, resolver)))]
+
+
 MODES: Mapping[Mode, ModeSpec] = {Mode.ARP: ModeSpec(_default_route, _arp),
-                                  Mode.METAL_EIP: ModeSpec(_loopback, _metal_eip)}
+                                  Mode.METAL_EIP: ModeSpec(_loopback, _metal_eip),
+                                  Mode.BGP: ModeSpec(_loopback, _bgp)}
 
 
 def mode_spec(config: Config, modes: Mapping[Mode, ModeSpec] = MODES) -> ModeSpec:

@@ -46,7 +46,10 @@ class LabCluster:
 
     def __init__(self, nodes: int = 3, vip: str | None = None, timers: Sequence[float] = (5, 3, 1),
                  extra_args: Sequence[str] = (), metal: bool = False, keep_workdir: bool = False,
-                 api: ApiBackend | None = None) -> None:
+                 api: ApiBackend | None = None, mode_args: Sequence[str] | None = None) -> None:
+        """`mode_args` replace the announcement mode's flags (default `--arp --interface eth0`, or the Metal
+        Elastic IP mode with `metal`), e.g. `--bgp --leaderElection --bgppeers ...` against a BIRD router."""
+        self.mode_args = list(mode_args) if mode_args is not None else None
         self.rig = Rig(nodes=nodes)
         self.keep_workdir = keep_workdir  # the managers' logs and kubeconfigs, for a post-mortem
         self.metal = metal
@@ -145,7 +148,7 @@ class LabCluster:
     def manager_argv(self, node: str) -> list[str]:
         lease, renew, retry = self.timers
         router = self.rig.ipv4("router")
-        mode = ["--arp", "--interface", "eth0"]
+        mode = ["--arp", "--interface", "eth0"] if self.mode_args is None else self.mode_args
         if self.metal:  # the Elastic IP mode: VIP on lo, EIP moved through the API; metadata unreachable here
             mode = ["--metal", "--metalKeyFile", str(self.workdir / "metal-token"), "--metalProjectID",
                     self.metal_project, "--metalAPIURL", f"http://{router}:{METAL_PORT}/metal/v1",

@@ -1,0 +1,80 @@
+"""The control-plane VIP by BGP with real managers, real ExaBGP and a real BIRD 2 router in the rig: only the
+leader's host route is in the router's kernel FIB, the client's traffic to the VIP follows it through the router,
+a graceful hand-over moves it, and SIGTERM withdraws it from the router before the process exits."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from kubevip_testbed import bird as bird_driver
+from kubevip_testbed.bird import Bird, BirdPeer
+from kubevip_testbed.lab.cluster import LabCluster
+from kubevip_testbed.waiting import wait_for
+from tests.rig_support import require, require_rig
+
+TIMERS = (2.0, 1.5, 0.4)
+VIP = "203.0.113.10"  # outside the LAN: reachable only through the router's routing table
+ROUTE = ipaddress.ip_network(f"{VIP}/32")
+ROUTER_AS, NODE_AS = 65000, 65001
+
+
+@pytest.fixture
+def bgp_lab() -> Iterator[tuple[LabCluster, Bird]]:
+    require_rig()
+    require("BIRD 2", bird_driver.missing())
+    cluster = LabCluster(vip=VIP, timers=TIMERS)
+    router = cluster.rig.ipv4("router")  # the topology is known before the rig is built
+    cluster.mode_args = ["--bgp", "--leaderElection", "--bgppeers", f"{router}:{ROUTER_AS}", "--localAS",
+                         str(NODE_AS), "--bgpHoldTimer", "9"]
+    with cluster as lab:
+        peers = [BirdPeer(node, lab.rig.ipv4(node), NODE_AS) for node in lab.nodes]
+        router_bird = Bird(lab.rig, "router", peers=peers, asn=ROUTER_AS).start()
+        try:
+            lab.rig.run("client", ["ip", "route", "replace", f"{VIP}/32", "via", router])
+            for node in lab.nodes:
+                lab.start(node)
+            yield lab, router_bird
+        finally:
+            for node in list(lab.managers):
+                lab.terminate(node)
+            router_bird.stop()
+
+
+def _next_hops(router: Bird) -> list[str]:
+    return sorted(router.fib(4).get(ROUTE, []))
+
+
+def _leader_route(lab: LabCluster, router: Bird) -> str:
+    """Wait until the router's FIB sends the VIP to the Lease holder only; return that node."""
+    def settled() -> bool:
+        holder = lab.lease_holder()
+        return bool(holder) and _next_hops(router) == [lab.rig.ipv4(holder)]
+
+    wait_for(settled, timeout=20)
+    return lab.lease_holder()
+
+
+def test_only_the_leader_route_is_in_the_router_fib_and_traffic_follows_it(bgp_lab: tuple[LabCluster, Bird]) -> None:
+    lab, router = bgp_lab
+    leader = _leader_route(lab, router)
+    assert lab.holders() == [leader]  # held on lo of the leader only
+    for node in lab.nodes:
+        router.wait_established(node)  # every node peers; only the leader advertises
+    assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
+
+
+def test_sigterm_withdraws_from_the_router_and_hands_over(bgp_lab: tuple[LabCluster, Bird]) -> None:
+    lab, router = bgp_lab
+    leader = _leader_route(lab, router)
+    sent = time.monotonic()
+    assert lab.terminate(leader) == 0
+    exited = time.monotonic() - sent
+    assert exited < 2.0
+    assert lab.rig.ipv4(leader) not in _next_hops(router)  # withdrawn before the process was gone
+    successor = _leader_route(lab, router)
+    assert successor != leader and lab.holders() == [successor]
+    assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
