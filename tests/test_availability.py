@@ -258,7 +258,7 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     deps = Dependencies(api_client=lambda: "api", addresses=addresses, metal_client=lambda: _FakeMetal(),
                         lease_lock=lambda api, namespace, name: MemoryStore().client("n1"))
     announcer = RecordingAnnouncer()
-    modes = {mode: ModeSpec(lambda a, v: "eth0", lambda _c, _d: [announcer]) for mode in Mode}
+    modes = {mode: ModeSpec(lambda a, v: "eth0", lambda _c, _d, _p: [announcer]) for mode in Mode}
     daemon = Daemon(recorded, deps, modes)
     try:
         daemon.start()
@@ -266,12 +266,12 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     finally:
         daemon.stop()
     if config.mode is Mode.ARP:  # the real ARP mode's announcer is built (it sends nothing until told to)
-        for built in MODES[Mode.ARP].announcers(recorded, deps):
+        for built in MODES[Mode.ARP].announcers(recorded, deps, lambda _vip: None):
             built.close()
     if config.mode is Mode.BGP:  # the speaker's settings, built by the real mode (the speaker itself is a fake)
         bgp_deps = dataclasses.replace(deps, bgp_speaker=lambda settings: _FakeSpeaker(settings),
                                        bgp_resolver=_FakeResolver())
-        for built in MODES[Mode.BGP].announcers(recorded, bgp_deps):
+        for built in MODES[Mode.BGP].announcers(recorded, bgp_deps, lambda _vip: None):
             built.close()
     if config.mode is Mode.METAL_EIP:
         metal_client(recorded)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -78,3 +78,44 @@ def test_sigterm_withdraws_from_the_router_and_hands_over(bgp_lab: tuple[LabClus
     successor = _leader_route(lab, router)
     assert successor != leader and lab.holders() == [successor]
     assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
+
+
+def test_a_crashed_leader_does_not_cost_the_hold_time(bgp_lab: tuple[LabCluster, Bird]) -> None:
+    """Power loss of a leader whose route wins BIRD's tie-break without MED (the lowest router ID, n1): while its
+    session is still Established and its route still at the router (the hold time is 9 s), the new leader's route,
+    with the lower MED of a newer term, is already the one in the FIB and the client's traffic reaches it."""
+    lab, router = bgp_lab
+    for node in lab.nodes:
+        if node != "n1":
+            lab.terminate(node)  # n1 alone first, so that n1 leads
+    assert _leader_route(lab, router) == "n1"
+    for node in lab.nodes:
+        if node != "n1":
+            lab.start(node)
+    for node in lab.nodes:
+        router.wait_established(node)
+    time.sleep(TIMERS[0])  # the followers have watched the Lease for a whole term
+    lab.rig.link_down("n1")  # the cable first: nothing more leaves n1, its TCP session lingers at the router
+    lab.kill("n1")
+    crashed = time.monotonic()
+    successor = wait_for_value(lambda: next((n for n in lab.nodes if n != "n1" and _next_hops(router) ==
+                                             [lab.rig.ipv4(n)]), None), timeout=TIMERS[0] + 3)
+    took = time.monotonic() - crashed
+    assert router.protocol("n1").established  # the dead leader's session is still up ...
+    assert len(router.routes("n1")) == 1  # ... and its route still at the router: the MED made the difference
+    assert took < 9, took
+    assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
+    print(f"crash -> FIB on {successor}: {took:.3f} s (lease {TIMERS[0]} s, hold 9 s)")
+
+
+def wait_for_value(probe: Callable[[], str | None], timeout: float) -> str:
+    found: list[str] = []
+
+    def seen() -> bool:
+        value = probe()
+        if value:
+            found.append(value)
+        return bool(value)
+
+    wait_for(seen, timeout=timeout)
+    return found[-1]

@@ -48,7 +48,7 @@ class Node:
 
     def modes(self) -> dict[Mode, ModeSpec]:
         return {Mode.ARP: ModeSpec(lambda addresses, version: addresses.default_route_interface(version),
-                                   lambda _config, _deps: [self.announcer])}
+                                   lambda _config, _deps, _priority: [self.announcer])}
 
     def _api_client(self) -> Any:
         self.api_calls += 1
@@ -280,7 +280,7 @@ def test_stop_while_start_waits_on_the_outside_world_starts_nothing_after() -> N
     entered, release = threading.Event(), threading.Event()
     late = RecordingAnnouncer()
 
-    def slow_announcers(_config: Config, _deps: Dependencies) -> list[Any]:
+    def slow_announcers(_config: Config, _deps: Dependencies, _priority: Any) -> list[Any]:
         entered.set()
         release.wait(5)
         return [late]
@@ -358,9 +358,13 @@ def test_bgp_mode_advertises_the_host_route_from_the_leader_only() -> None:
         settings = speakers[leader.name].settings
         assert (settings.local_as, str(settings.router_id), [str(p.address) for p in settings.peers]) == (
             65010, "192.0.2.1", ["198.51.100.1"])
+        first_med = speakers[leader.name].routes[ipaddress.ip_network("192.0.2.10/32")].med
+        assert first_med is not None
         leader.daemon.stop()
         assert speakers[leader.name].closed and not leader.addresses.held
         wait_for(lambda: bool(speakers[follower.name].routes), timeout=3)
+        # the next term advertises a lower MED: a router prefers it over a crashed leader's lingering route
+        assert speakers[follower.name].routes[ipaddress.ip_network("192.0.2.10/32")].med < first_med
     finally:
         for node in nodes:
             node.daemon.stop()

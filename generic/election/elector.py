@@ -141,6 +141,14 @@ class Elector:
             return self._state.leading
 
     @property
+    def transitions(self) -> int | None:
+        """While leading: the lock's `leaseTransitions` as of this term's acquisition, a term number that only
+        grows (every change of holder adds one), so a newer leader always has a larger one; else None."""
+        with self._cond:
+            state = self._state
+            return state.record.transitions if state.leading and state.record is not None else None
+
+    @property
     def leader(self) -> str:
         """The holder we last observed ("" if none)."""
         with self._cond:

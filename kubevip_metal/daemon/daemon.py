@@ -22,7 +22,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from generic.addresses import AddressError
+from generic.addresses import AddressError, Vip
+from generic.bgp.speaker import MAX_MED
 from generic.logfmt import get_logger
 from kubevip_metal.config import Config, Mode
 from kubevip_metal.daemon.controlplane import ControlPlane, resolve_vips
@@ -74,7 +75,7 @@ class Daemon:
         with self._step():
             self.vips.start()
         if not self._announcing:
-            announcers = self.mode.announcers(self.config, self.deps)  # may wait on the Metal API
+            announcers = self.mode.announcers(self.config, self.deps, self._med)  # may wait on the Metal API
             try:
                 with self._step():
                     self.vips.attach(announcers)
@@ -92,6 +93,16 @@ class Daemon:
             self.control_plane.campaign(self.deps.lease_lock(self.api, election.namespace, election.lease_name))
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
+
+    def _med(self, vip: Vip) -> int | None:
+        """A term-ordered MED for the control-plane VIP: each new leadership term advertises a lower one, so a
+        router prefers the newest leader's route the moment it arrives, even while a crashed leader's session (and
+        route) lingers until its hold time, whatever the router's tie-break (BIRD: lowest router ID)."""
+        control_plane = self.control_plane
+        if control_plane is None or control_plane.elector is None or vip not in control_plane.wanted:
+            return None
+        term = control_plane.elector.transitions
+        return None if term is None else max(0, MAX_MED - term)
 
     def stop(self) -> None:
         """Step down and release the Lease first, then remove every VIP and close the announcers. Idempotent."""

@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from generic.addresses import Addresses
+from generic.addresses import Addresses, Vip
 from generic.announce import Announcer, GarpAnnouncer
 from kubevip_metal.config import Config, Mode
 from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.errors import FatalError
+
+Priority = Callable[[Vip], int | None]  # a VIP's MED now: lower for a newer leadership term (None: no MED)
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ModeSpec:
     announcers are built (which may need the outside world: the Metal API; `NotReady` until it answers)."""
 
     default_interface: Callable[[Addresses, int], str | None]  # (addresses, IP version) -> interface
-    announcers: Callable[[Config, Dependencies], list[Announcer]]
+    announcers: Callable[[Config, Dependencies, Priority], list[Announcer]]
 
 
 def _default_route(addresses: Addresses, version: int) -> str | None:
@@ -40,12 +42,12 @@ def _loopback(_addresses: Addresses, _version: int) -> str:
     return "lo"
 
 
-def _arp(config: Config, deps: Dependencies) -> list[Announcer]:
+def _arp(config: Config, deps: Dependencies, _priority: Priority) -> list[Announcer]:
     follow_up = config.election.timers.renew_deadline + 0.5
     return [GarpAnnouncer(config.vip.arp_rate_ms / 1000, deps.addresses, clock=deps.clock, follow_up=follow_up)]
 
 
-def _metal_eip(config: Config, deps: Dependencies) -> list[Announcer]:
+def _metal_eip(config: Config, deps: Dependencies, _priority: Priority) -> list[Announcer]:
     from kubevip_metal.metal.announcer import ElasticIpAnnouncer
     from kubevip_metal.metal.setup import elastic_ip
 
@@ -54,13 +56,13 @@ def _metal_eip(config: Config, deps: Dependencies) -> list[Announcer]:
     return [announcer]
 
 
-def _bgp(config: Config, deps: Dependencies) -> list[Announcer]:
+def _bgp(config: Config, deps: Dependencies, priority: Priority) -> list[Announcer]:
     from generic.bgp.announcer import BgpAnnouncer
     from generic.bgp.exabgp import KernelResolver
     from kubevip_metal.daemon.bgp import speaker_settings
 
     resolver = deps.bgp_resolver or KernelResolver()
-    return [BgpAnnouncer(deps.bgp_speaker(speaker_settings(config, resolver)))]
+    return [BgpAnnouncer(deps.bgp_speaker(speaker_settings(config, resolver)), med=priority)]
 
 
 MODES: Mapping[Mode, ModeSpec] = {Mode.ARP: ModeSpec(_default_route, _arp),
