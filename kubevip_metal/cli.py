@@ -67,12 +67,18 @@ def _run_lab(request: _LabRequested) -> int:
         return 1
 
 
+_LISTS = {"bgppeers"}  # options that may be given more than once, each adding to the list
+
+
 class _StoreGiven(argparse.Action):
     """Record the value with the spelling the user typed, so errors name the flag as written."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         text = "true" if self.nargs == 0 else str(values)
+        earlier = getattr(namespace, self.dest, None)
+        if self.dest in _LISTS and isinstance(earlier, Given) and earlier.text:  # kube-vip's StringSlice: adds up
+            text = f"{earlier.text},{text}" if text else earlier.text
         setattr(namespace, self.dest, Given(option_string or self.dest, text))
 
 

@@ -174,3 +174,13 @@ def test_config_is_frozen() -> None:
     config = configure(ARP_CP)
     with pytest.raises(AttributeError):
         config.mode = Mode.BGP  # type: ignore[misc]
+
+
+def test_bgppeers_given_more_than_once_adds_up() -> None:
+    config = configure(["--controlplane", "--bgp", "--leaderElection", "--address", "192.0.2.10",
+                        "--bgppeers", "198.51.100.1:65001", "--bgppeers", "198.51.100.2:65002:pw,198.51.100.3:65003"])
+    assert [(str(p.address), p.asn) for p in config.bgp.peers] == [
+        ("198.51.100.1", 65001), ("198.51.100.2", 65002), ("198.51.100.3", 65003)]
+    with pytest.raises(ConfigError, match="the same peer address appears twice"):
+        configure(["--controlplane", "--bgp", "--leaderElection", "--address", "192.0.2.10",
+                   "--bgppeers", "198.51.100.1:65001", "--bgppeers", "198.51.100.1:65009"])
