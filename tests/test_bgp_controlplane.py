@@ -22,11 +22,18 @@ ROUTE = ipaddress.ip_network(f"{VIP}/32")
 ROUTER_AS, NODE_AS = 65000, 65001
 
 
-@pytest.fixture
-def bgp_lab() -> Iterator[tuple[LabCluster, Bird]]:
+@pytest.fixture(params=["emulator", "kube-apiserver"])
+def bgp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Bird]]:
+    """Three managers in BGP mode and BIRD on the router; each test runs on the emulator and again on the real
+    kube-apiserver (every manager with its own token of the `kube-vip` ServiceAccount, the rendered RBAC)."""
     require_rig()
     require("BIRD 2", bird_driver.missing())
-    cluster = LabCluster(vip=VIP, timers=TIMERS)
+    backend = None
+    if request.param == "kube-apiserver":
+        from kubevip_testbed.peers.lab_backend import RealApiBackend
+
+        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    cluster = LabCluster(vip=VIP, timers=TIMERS, api=backend)
     router = cluster.rig.ipv4("router")  # the topology is known before the rig is built
     cluster.mode_args = ["--bgp", "--leaderElection", "--bgppeers", f"{router}:{ROUTER_AS}", "--localAS",
                          str(NODE_AS), "--bgpHoldTimer", "9"]
