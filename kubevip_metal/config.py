@@ -395,10 +395,6 @@ def _combinations_not_available_yet(r: _Reader, config: Config) -> list[tuple[st
     """Settings valid one by one whose combination this version cannot honour yet."""
     found = []
     later = f"not available yet in kube-vip-metal {__version__}"
-    if config.mode is Mode.BGP and config.control_plane and not config.election.requested:
-        feature = "BGP from every control-plane node while its API server is healthy"
-        found.append((feature, r.error("bgp", f"without --leaderElection: {later} ({feature}); add "
-                                              "--leaderElection (only the leader advertises)")))
     if config.mode is Mode.BGP and config.metal.enabled:
         feature = "BGP settings from the Equinix Metal API"
         found.append((feature, r.error("metal", f"with --bgp: {later} ({feature}); give the peers with --bgppeers "

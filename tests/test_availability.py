@@ -174,8 +174,6 @@ def test_manifest_renders_them_with_one_warning_per_feature() -> None:
         "annotations); the manager refuses this manifest until it is",
         "kube-vip-metal: warning: --healthCheckPort: not available yet in kube-vip-metal 0.1.0 (The /healthz "
         "endpoint); the manager refuses this manifest until it is",
-        "kube-vip-metal: warning: --bgp: not available yet in kube-vip-metal 0.1.0 (BGP from every control-plane "
-        "node while its API server is healthy); the manager refuses this manifest until it is",
     ]
     assert "bgp_enable" in result.stdout and "livenessProbe" not in result.stdout
 
@@ -332,7 +330,6 @@ def test_the_keepalive_is_a_third_of_the_hold_time_or_refused() -> None:
 
 
 def test_bgp_combinations_not_available_yet_are_refused() -> None:
-    with pytest.raises(ConfigError, match="without --leaderElection: not available yet"):
-        _config([a for a in BGP if a != "--leaderElection"])
+    assert not _config([a for a in BGP if a != "--leaderElection"]).control_plane_elects  # every healthy node
     with pytest.raises(ConfigError, match="BGP settings from the Equinix Metal API"):
         _config([*BGP, "--metal", "--metalKey", "t", "--metalProject", "p"])

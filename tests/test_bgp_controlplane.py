@@ -24,8 +24,19 @@ ROUTER_AS, NODE_AS = 65000, 65001
 
 @pytest.fixture(params=["emulator", "kube-apiserver"])
 def bgp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Bird]]:
-    """Three managers in BGP mode and BIRD on the router; each test runs on the emulator and again on the real
-    kube-apiserver (every manager with its own token of the `kube-vip` ServiceAccount, the rendered RBAC)."""
+    """Three managers in BGP mode with leader election and BIRD on the router; each test runs on the emulator
+    and again on the real kube-apiserver (every manager with its own token of the `kube-vip` ServiceAccount, the
+    rendered RBAC)."""
+    yield from _bgp_cluster(request, ["--leaderElection"])
+
+
+@pytest.fixture(params=["emulator", "kube-apiserver"])
+def ecmp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Bird]]:
+    """The same without leader election: every node advertises while its API server answers /readyz."""
+    yield from _bgp_cluster(request, [])
+
+
+def _bgp_cluster(request: pytest.FixtureRequest, election: list[str]) -> Iterator[tuple[LabCluster, Bird]]:
     require_rig()
     require("BIRD 2", bird_driver.missing())
     backend = None
@@ -35,8 +46,8 @@ def bgp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Bird]]
         backend = RealApiBackend(request.getfixturevalue("real_api"))
     cluster = LabCluster(vip=VIP, timers=TIMERS, api=backend)
     router = cluster.rig.ipv4("router")  # the topology is known before the rig is built
-    cluster.mode_args = ["--bgp", "--leaderElection", "--bgppeers", f"{router}:{ROUTER_AS}", "--localAS",
-                         str(NODE_AS), "--bgpHoldTimer", "9"]
+    cluster.mode_args = ["--bgp", *election, "--bgppeers", f"{router}:{ROUTER_AS}", "--localAS", str(NODE_AS),
+                         "--bgpHoldTimer", "9"]
     with cluster as lab:
         peers = [BirdPeer(node, lab.rig.ipv4(node), NODE_AS) for node in lab.nodes]
         router_bird = Bird(lab.rig, "router", peers=peers, asn=ROUTER_AS).start()
@@ -126,3 +137,20 @@ def wait_for_value(probe: Callable[[], str | None], timeout: float) -> str:
 
     wait_for(seen, timeout=timeout)
     return found[-1]
+
+
+def test_without_election_every_healthy_node_advertises_and_a_sick_one_withdraws(
+        ecmp_lab: tuple[LabCluster, Bird]) -> None:
+    """ECMP at the router: a next hop per node. A node cut off from its API server (nftables) withdraws after three
+    failed /readyz probes in a row while the others keep the route; it comes back when the API answers again."""
+    lab, router = ecmp_lab
+    everyone = sorted(lab.rig.ipv4(node) for node in lab.nodes)
+    wait_for(lambda: _next_hops(router) == everyone, timeout=20)
+    assert sorted(lab.holders()) == sorted(lab.nodes) and lab.lease_holder() == ""  # no Lease is taken
+    sick = lab.nodes[0]
+    lab.rig.block(sick, lab.rig.ipv4("router"), 6443)
+    wait_for(lambda: _next_hops(router) == [ip for ip in everyone if ip != lab.rig.ipv4(sick)], timeout=15)
+    assert sick not in lab.holders()
+    assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
+    lab.rig.unblock(sick)
+    wait_for(lambda: _next_hops(router) == everyone, timeout=15)

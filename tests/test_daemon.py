@@ -368,3 +368,56 @@ def test_bgp_mode_advertises_the_host_route_from_the_leader_only() -> None:
     finally:
         for node in nodes:
             node.daemon.stop()
+
+
+def test_health_gate_falls_after_failures_in_a_row_and_rises_after_successes() -> None:
+    from kubevip_metal.daemon.health import HealthGate
+
+    changes: list[bool] = []
+    gate = HealthGate(lambda: True, changes.append, rise=2, fall=3)
+    for ok in (True, True, False, False, True, False, False, False, True, True):
+        gate.observe(ok)
+    assert changes == [True, False, True]  # one blip changes nothing; three failures withdraw; two successes return
+
+
+def test_bgp_without_election_advertises_from_every_healthy_node() -> None:
+    """ECMP: no Lease at all; each node wants the VIP while its API server is ready, with hysteresis."""
+    import ipaddress
+
+    from kubevip_metal.daemon.modes import MODES
+
+    store = MemoryStore()
+    health = {"n1": True, "n2": True}
+    speakers: dict[str, _Speaker] = {}
+    nodes = []
+    for name in ("n1", "n2"):
+        node = Node(name, store)
+        command, given = parse_command_line(["manager", "--controlplane", "--bgp", "--address", "192.0.2.10",
+                                             "--nodeName", name, "--bgppeers", "198.51.100.1:65001",
+                                             "--bgpRouterID", "192.0.2.1"])
+        assert command is not None
+        node.config = build_config(given, command)
+
+        def speaker(settings: Any, name: str = name) -> Any:
+            return speakers.setdefault(name, _Speaker(settings))
+
+        def probe(_api: Any, name: str = name) -> Any:
+            return lambda: health[name]
+
+        node.deps.bgp_speaker, node.deps.health_probe = speaker, probe
+        node.daemon = Daemon(node.config, node.deps, MODES)
+        nodes.append(node)
+    route = ipaddress.ip_network("192.0.2.10/32")
+    try:
+        for node in nodes:
+            node.daemon.start()
+        wait_for(lambda: all(route in speakers[n].routes for n in health), timeout=5)  # both, after two probes
+        assert not node.locks  # no election
+        health["n2"] = False
+        wait_for(lambda: route not in speakers["n2"].routes, timeout=6)  # after three failures in a row
+        assert route in speakers["n1"].routes and not nodes[1].addresses.held
+        health["n2"] = True
+        wait_for(lambda: route in speakers["n2"].routes, timeout=5)
+    finally:
+        for node in nodes:
+            node.daemon.stop()

@@ -1,4 +1,5 @@
-"""The control-plane controller: this node wants the control-plane VIPs exactly while it holds the Lease.
+"""The control-plane controller: this node wants the control-plane VIPs exactly while it holds the Lease (or,
+for BGP without leader election, while its own API server is healthy).
 
 It is one owner of the VIP controller (`control-plane`). At start it claims its VIPs as *not wanted* (so the
 first reconcile pass removes what a crash left), then campaigns; the election callbacks flip the claim, and the
@@ -18,6 +19,7 @@ from generic.election import Callbacks, Elector, Lock
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
 from kubevip_metal.config import Config, DnsMode
+from kubevip_metal.daemon.health import HealthGate
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.errors import NotReady
 
@@ -80,6 +82,7 @@ class ControlPlane:
         self.config, self.vips, self.wanted, self._clock = config, vips, wanted, clock
         self.vips.claim(OWNER, wanted, active=False)
         self.elector: Elector | None = None
+        self.gate: HealthGate | None = None
 
     def campaign(self, lock: Lock) -> None:
         if self.elector is None:
@@ -88,6 +91,19 @@ class ControlPlane:
             self.elector = Elector(lock, self.config.node_name, self.config.election.timers, callbacks,
                                    clock=self._clock)
             self.elector.start()
+
+    def follow_health(self, probe: Callable[[], bool]) -> None:
+        """Without leader election (BGP only): want the VIPs here exactly while the local API server is healthy,
+        so every healthy control-plane node advertises them (ECMP at the router) and a sick one withdraws."""
+        if self.gate is None:
+            self.gate = HealthGate(probe, self._health_changed, clock=self._clock)
+            self.gate.start()
+
+    def _health_changed(self, healthy: bool) -> None:
+        self.vips.claim(OWNER, self.wanted, active=healthy)
+        log.info("controlplane.serving" if healthy else "controlplane.withdrawn", reason="local API server "
+                 + ("ready" if healthy else "not ready"), vips=[str(v) for v in self.wanted],
+                 mono=round(self._clock(), 6))
 
     def _started_leading(self) -> None:
         self.vips.claim(OWNER, self.wanted, active=True)
@@ -112,4 +128,6 @@ class ControlPlane:
         """Step down (the VIP goes in the callback), release the Lease, let go of the VIPs."""
         if self.elector is not None:
             self.elector.stop(timeout=1.5)
+        if self.gate is not None:
+            self.gate.stop()
         self.vips.release(OWNER)

@@ -39,8 +39,6 @@ class Daemon:
     def __init__(self, config: Config, deps: Dependencies, modes: Mapping[Mode, ModeSpec] = MODES) -> None:
         if not config.control_plane:
             raise FatalError("nothing to do: only the control plane is available in this version (--controlplane)")
-        if not config.control_plane_elects:
-            raise FatalError("the control plane without leader election needs BGP, which is not available yet")
         self.config, self.deps = config, deps
         self.mode = mode_spec(config, modes)
         self.api: Any = None
@@ -90,7 +88,10 @@ class Daemon:
                 self.api = api
         election = self.config.election
         with self._step():
-            self.control_plane.campaign(self.deps.lease_lock(self.api, election.namespace, election.lease_name))
+            if self.config.control_plane_elects:
+                self.control_plane.campaign(self.deps.lease_lock(self.api, election.namespace, election.lease_name))
+            else:  # BGP from every healthy node
+                self.control_plane.follow_health(self.deps.health_probe(self.api))
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
 

@@ -26,6 +26,7 @@ class Dependencies:
     metal_client: Callable[[], Any]  # kubevip_metal.metal.client.MetalClient (only the Metal modes call it)
     lease_lock: LockFactory
     bgp_speaker: Callable[[SpeakerSettings], Speaker] = field(default=lambda settings: _exabgp(settings))
+    health_probe: Callable[[Any], Callable[[], bool]] = field(default=lambda api: _readyz(api))  # api -> probe
     bgp_resolver: Any = None  # source addresses for the router ID (daemon.bgp.SourceResolver); None: the kernel's
     clock: Callable[[], float] = time.monotonic
 
@@ -54,3 +55,9 @@ def production(config: Config) -> Dependencies:
 
     return Dependencies(api_client=api_client, addresses=Addresses(), metal_client=metal_client,
                         lease_lock=lease_lock)
+
+
+def _readyz(api: Any) -> Callable[[], bool]:
+    from kubevip_metal.daemon.health import ReadyzProbe
+
+    return ReadyzProbe(api)
