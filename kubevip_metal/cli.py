@@ -33,8 +33,8 @@ class _Parser(argparse.ArgumentParser):
 class _LabRequested(Exception):
     """`lab` takes none of the daemon's options; parsing hands it over from here."""
 
-    def __init__(self, keep: bool, timers: str, metal: bool) -> None:
-        self.keep, self.timers, self.metal = keep, timers, metal
+    def __init__(self, keep: bool, timers: str, metal: bool, bgp: bool = False) -> None:
+        self.keep, self.timers, self.metal, self.bgp = keep, timers, metal, bgp
 
 
 def _run_lab(request: _LabRequested) -> int:
@@ -50,6 +50,8 @@ def _run_lab(request: _LabRequested) -> int:
         Timers(lease, renew, retry)
     except TimerError as exc:
         raise UsageError(f'--timers "{request.timers}": {exc}') from None
+    if request.metal and request.bgp:
+        raise UsageError("lab: --metal and --bgp are two different labs; choose one")
     try:  # the lab is the test bed's, a distribution of its own: a node running the daemon does not have it
         from kubevip_testbed.lab.cluster import LabError
         from kubevip_testbed.lab.run import run_lab
@@ -58,10 +60,14 @@ def _run_lab(request: _LabRequested) -> int:
         what = "is not installed" if (exc.name or "").split(".")[0] == "kubevip_testbed" else f"lacks {exc.name}"
         raise UsageError(f"lab: the test bed {what} (pip install ./testbed from a checkout)") from None
     missing = prerequisites_missing()
+    if request.bgp:
+        from kubevip_testbed import bird
+
+        missing += bird.missing()  # names `apt-get install bird2`
     if missing:
         raise UsageError("lab: " + "; ".join(missing))
     try:
-        return run_lab(keep=request.keep, timers=(lease, renew, retry), metal=request.metal)
+        return run_lab(keep=request.keep, timers=(lease, renew, retry), metal=request.metal, bgp=request.bgp)
     except LabError as exc:  # the rig could not be built or the lab could not start; nothing is left behind
         print(f"{PROG}: error: lab: {one_line(str(exc))}", file=sys.stderr)
         return 1
@@ -124,6 +130,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     lab.add_argument("--keep", action="store_true",
                      help="leave the lab running afterwards (Ctrl-C, SIGTERM or SIGHUP removes it all)")
     lab.add_argument("--metal", action="store_true", help="the Elastic IP mode against the Metal API emulator")
+    lab.add_argument("--bgp", action="store_true",
+                     help="the VIP by BGP to a BIRD 2 router (apt-get install bird2), the client behind the router")
     lab.add_argument("--timers", default="5,3,1", metavar="LEASE,RENEW,RETRY", help="election timers in seconds")
     commands.add_parser("version", help="print the version")
     return root, booleans
@@ -154,7 +162,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[Command | None, dict[str, G
     if namespace.command == "version":
         return None, {}
     if namespace.command == "lab":
-        raise _LabRequested(namespace.keep, namespace.timers, namespace.metal)
+        raise _LabRequested(namespace.keep, namespace.timers, namespace.metal, namespace.bgp)
     if namespace.command == "manifest" and namespace.kind is None:
         raise UsageError("manifest needs a kind: pod, daemonset or rbac")
     given = {name: value for name, value in vars(namespace).items() if isinstance(value, Given)}

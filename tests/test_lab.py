@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
+from kubevip_testbed import bird as bird_driver
 from kubevip_testbed.lab.cluster import LabCluster, LabError
 from kubevip_testbed.rig import RigError, cleanup_stale
 from kubevip_testbed.rig.netns import names
 from tests.conftest import CLI, clean_env, run_cli
-from tests.rig_support import require_rig
+from tests.rig_support import require, require_rig
 
 # the CLI with one rig step made to fail after the namespaces exist: the router's nftables ruleset is refused
 BROKEN_RIG = """
@@ -41,6 +44,58 @@ def test_lab_shows_a_crash_and_a_graceful_hand_over() -> None:
     assert int(crash.group(1)) < 3000  # seen by the client, bounded by the 1 s lease plus detection
     assert set(names()) <= before  # every namespace it made is gone
     cleanup_stale()
+
+
+# the CLI on a machine without BIRD: `shutil.which` finds neither bird nor birdc
+NO_BIRD = """
+import shutil, sys
+found = shutil.which
+shutil.which = lambda name, *args, **kw: None if name in ("bird", "birdc") else found(name, *args, **kw)
+from kubevip_metal.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_lab_bgp_shows_the_router_fib_follow_the_leader() -> None:
+    """The VIP by BGP to BIRD: the timeline shows which node the router's FIB forwards to; after the crash the dead
+    leader's session and route linger (hold 30 s) while the FIB already forwards to the new leader (its lower MED),
+    so the client's outage is about the 1 s lease; nothing is left behind, not even the crashed manager's ExaBGP
+    work directory."""
+    require_rig()
+    require("BIRD 2", bird_driver.missing())
+    before = set(names())
+    tmp = Path(tempfile.mkdtemp(prefix="kvm-labtest-"))  # short: ExaBGP's unix socket path lives under TMPDIR
+    try:
+        result = run_cli(["lab", "--bgp", "--timers", "1,0.75,0.2"], env={"TMPDIR": str(tmp)}, timeout=120)
+        left = sorted(path.name for path in tmp.iterdir())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "VIP 203.0.113.10 by BGP" in out and "CRASH" in out and "SIGTERM" in out, out
+    crashed = re.search(r"CRASH (n\d): cable pulled and SIGKILL", out)
+    assert crashed, out
+    dead = crashed.group(1)
+    after_crash = out[crashed.end():out.index("STOP ")]
+    moved = re.search(rf"lease holder (n\d)\s+VIP on \S*\s+router FIB -> (n\d)\s+BGP routes \(best first\) from "
+                      rf"\1,{dead}\(dead\)", after_crash)
+    assert moved and moved.group(1) == moved.group(2) != dead, out  # the new leader's route wins; the dead one lingers
+    assert f"{dead}'s session still Established, its route still at the router" in out, out
+    crash = re.search(r"crash of the leader\s+outage\s+(\d+) ms", out)
+    graceful = re.search(r"graceful hand-over\s+outage\s+<?\s*(\d+) ms", out)
+    assert crash and graceful, out
+    assert int(crash.group(1)) < 3000  # the lease (1 s) plus detection, not the hold time (30 s)
+    assert int(graceful.group(1)) < 1000
+    assert left == []  # no lab directory, no BIRD directory, no ExaBGP work directory
+    assert set(names()) <= before
+    cleanup_stale()
+
+
+def test_lab_bgp_without_bird_is_one_line_naming_the_package() -> None:
+    result = subprocess.run([sys.executable, "-c", NO_BIRD, "lab", "--bgp"], capture_output=True, text=True,
+                            env=clean_env(), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "apt-get install bird2" in result.stderr, result.stderr
 
 
 def test_lab_rejects_bad_timers() -> None:

@@ -15,6 +15,8 @@ Needs the Debian package `bird2` (`missing()` says what is absent).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
 import json
 import shutil
@@ -22,8 +24,9 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,12 +80,17 @@ class Bird:
     """A BIRD 2 instance in `role`'s namespace, in AS `asn`, listening for BGP on `port`."""
 
     def __init__(self, rig: Rig, role: str = "router", *, peers: Sequence[BirdPeer] = (), asn: int = 65000,
-                 port: int = 179, hold_time: int = 9) -> None:
+                 port: int = 179, hold_time: int = 9, merge_paths: bool = True, prefer_older: bool = False) -> None:
+        """`merge_paths`: equally good routes go to the kernel as one ECMP route (off: the best one only).
+        `prefer_older`: of two otherwise equal eBGP routes the older wins (FRR's tie-break) instead of the one from
+        the lower router ID (BIRD's default); either way a lower MED wins first."""
         self.rig = rig
         self.role = role
         self.asn = asn
         self.port = port
         self.hold_time = hold_time
+        self.merge_paths = merge_paths
+        self.prefer_older = prefer_older
         self.peers = tuple(peers)
         self.dir = Path(tempfile.mkdtemp(prefix=f"kvm-bird-{role}-"))
         self.config = self.dir / "bird.conf"
@@ -101,8 +109,8 @@ class Bird:
             "protocol device { scan time 10; }",
             # connected networks, for the recursive next-hop lookup of multihop sessions; never exported
             'protocol direct { ipv4; ipv6; interface "eth0"; }',
-            "protocol kernel kernel4 { ipv4 { import none; export where source = RTS_BGP; }; merge paths on; }",
-            "protocol kernel kernel6 { ipv6 { import none; export where source = RTS_BGP; }; merge paths on; }",
+            *(f"protocol kernel kernel{v} {{ ipv{v} {{ import none; export where source = RTS_BGP; }}; "
+              f"merge paths {'on' if self.merge_paths else 'off'}; }}" for v in (4, 6)),
         ]
         for peer in self.peers:
             v6 = ipaddress.ip_address(peer.address).version == 6
@@ -116,6 +124,8 @@ class Bird:
                 "error wait time 1, 5;",  # the default keeps a failed session idle for a minute
                 f"passive {'on' if peer.passive else 'off'};",
             ]
+            if self.prefer_older:
+                body.append("prefer older on;")
             if peer.multihop:
                 body.append("multihop;")
             if peer.password is not None:
@@ -298,3 +308,205 @@ def _kernel_prefixes(families: Collection[int]) -> set[Network]:
                 address = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
                 out.add(ipaddress.IPv6Network(f"{address}/{int(fields[1], 16)}", strict=False))
     return out
+
+
+# -- the namespace's kernel FIB, as a timeline of changes
+
+_RTM_NEWROUTE, _RTM_DELROUTE, _RTM_GETROUTE = 24, 25, 26
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_RTA_DST, _RTA_GATEWAY, _RTA_MULTIPATH, _RTA_TABLE = 1, 5, 9, 15
+_RTMGRP_IPV4_ROUTE = 0x40
+_MAIN_TABLE = 254
+_SO_RCVBUFFORCE = 33
+Hops = tuple[str, ...]  # the gateways of a prefix's route, sorted; () when there is no route
+
+
+def _attributes(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("HH", data, offset)
+        if length < 4:
+            return
+        yield kind & 0x3FFF, data[offset + 4:offset + length]
+        offset += (length + 3) & ~3
+
+
+def _route(message: bytes) -> tuple[ipaddress.IPv4Network, Hops] | None:
+    """(prefix, gateways) of one IPv4 main-table route message (RTM_NEWROUTE / RTM_DELROUTE body)."""
+    family, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = struct.unpack_from("BBBBBBBBI", message)
+    if family != socket.AF_INET:
+        return None
+    dst, hops = b"\0\0\0\0", []
+    for kind, value in _attributes(message[12:]):
+        if kind == _RTA_TABLE:
+            table = struct.unpack("I", value[:4])[0]
+        elif kind == _RTA_DST:
+            dst = value[:4]
+        elif kind == _RTA_GATEWAY:
+            hops.append(socket.inet_ntoa(value[:4]))
+        elif kind == _RTA_MULTIPATH:
+            offset = 0
+            while offset + 8 <= len(value):
+                length = struct.unpack_from("H", value, offset)[0]
+                if length < 8:
+                    break
+                hops += [socket.inet_ntoa(v[:4]) for k, v in _attributes(value[offset + 8:offset + length])
+                         if k == _RTA_GATEWAY]
+                offset += (length + 3) & ~3
+    if table != _MAIN_TABLE:
+        return None
+    return ipaddress.IPv4Network(f"{socket.inet_ntoa(dst)}/{dst_len}"), tuple(sorted(hops))
+
+
+class FibMonitor:
+    """The gateways `role`'s kernel FIB has for some IPv4 prefixes, as a timeline: rtnetlink's route notifications
+    (no polling) read by a thread and stamped with `time.monotonic()` as they arrive, microseconds after BIRD's
+    change, so "when did the router start forwarding the VIP to n2" is sub-millisecond true. An ECMP route lists
+    every gateway.
+
+        fib = FibMonitor(rig, "router", {"203.0.113.10/32"})
+        at = fib.when(lambda hops: hops == ("198.51.100.12",), after=crashed, timeout=10)
+        fib.close()   # before the rig goes: an open socket keeps its namespace alive
+    """
+
+    def __init__(self, rig: Rig, role: str, prefixes: Collection[str | Network]) -> None:
+        self.prefixes = {ipaddress.IPv4Network(p) for p in prefixes}
+        self.lost = 0  # notifications the kernel dropped (ENOBUFS); the state was read again each time
+        self._history: dict[ipaddress.IPv4Network, list[tuple[float, Hops]]] = {p: [] for p in self.prefixes}
+        self._routed = 0  # watched prefixes with a route now
+        self._complete_at = {True: 0.0, False: 0.0}  # when the last one arrived / left
+        self._changed = threading.Condition()
+        self._namespace = rig.ns(role)
+        self._sock = netns.socket_in(self._namespace, socket.AF_NETLINK, socket.SOCK_RAW)
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 8 << 20)
+        self._sock.bind((0, _RTMGRP_IPV4_ROUTE))
+        self._sock.settimeout(0.2)
+        self._closed = False
+        self._dump()  # after subscribing: no change can fall between the dump and the first notification
+        self._thread = threading.Thread(target=self._run, name=f"fib-{role}", daemon=True)
+        self._thread.start()
+
+    def _record(self, prefix: ipaddress.IPv4Network, hops: Hops, at: float) -> None:
+        if prefix not in self._history:
+            return
+        with self._changed:
+            history = self._history[prefix]
+            before = history[-1][1] if history else ()
+            if history and before == hops:
+                return
+            history.append((at, hops))
+            self._routed += bool(hops) - bool(before)
+            if self._routed in (0, len(self.prefixes)):
+                self._complete_at[self._routed != 0] = at
+            self._changed.notify_all()
+
+    def _dump(self) -> None:
+        sock = netns.socket_in(self._namespace, socket.AF_NETLINK, socket.SOCK_RAW)
+        try:
+            sock.settimeout(5)
+            request = struct.pack("IHHII", 16 + 12, _RTM_GETROUTE, 0x301, 1, 0)  # REQUEST | DUMP
+            sock.send(request + struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0))
+            now = time.monotonic()
+            seen: dict[ipaddress.IPv4Network, Hops] = {p: () for p in self.prefixes}
+            done = False
+            while not done:
+                data = sock.recv(1 << 20)
+                for kind, body in _messages(data):
+                    if kind in (_NLMSG_DONE, _NLMSG_ERROR):
+                        done = True
+                    elif kind == _RTM_NEWROUTE:
+                        route = _route(body)
+                        if route is not None and route[0] in seen:
+                            seen[route[0]] = route[1]
+            for prefix, hops in seen.items():
+                self._record(prefix, hops, now)
+        finally:
+            sock.close()
+
+    def _run(self) -> None:
+        while not self._closed:
+            try:
+                data = self._sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._closed:
+                    return
+                if exc.errno == errno.ENOBUFS:  # notifications were dropped: read the state again
+                    self.lost += 1
+                    self._dump()
+                    continue
+                raise
+            at = time.monotonic()
+            for kind, body in _messages(data):
+                if kind in (_RTM_NEWROUTE, _RTM_DELROUTE):
+                    route = _route(body)
+                    if route is not None:
+                        self._record(route[0], route[1] if kind == _RTM_NEWROUTE else (), at)
+
+    def _prefix(self, prefix: str | Network | None) -> ipaddress.IPv4Network:
+        if prefix is None:
+            if len(self.prefixes) != 1:
+                raise ValueError("name the prefix: this monitor watches several")
+            return next(iter(self.prefixes))
+        return ipaddress.IPv4Network(prefix)
+
+    def hops(self, prefix: str | Network | None = None) -> Hops:
+        """The gateways right now (as last notified)."""
+        with self._changed:
+            history = self._history[self._prefix(prefix)]
+            return history[-1][1] if history else ()
+
+    def history(self, prefix: str | Network | None = None) -> list[tuple[float, Hops]]:
+        with self._changed:
+            return list(self._history[self._prefix(prefix)])
+
+    def when(self, predicate: Callable[[Hops], bool], after: float, timeout: float = 0.0,
+             prefix: str | Network | None = None) -> float | None:
+        """The first moment after `after` at which the prefix's gateways satisfied `predicate` (the moment `after`
+        itself if they already did then), waiting up to `timeout` seconds for it; None if not."""
+        key = self._prefix(prefix)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                history = self._history[key]
+                before = [hops for at, hops in history if at <= after]
+                if before and predicate(before[-1]):
+                    return after
+                found = next((at for at, hops in history if at > after and predicate(hops)), None)
+                remaining = deadline - time.monotonic()
+                if found is not None or remaining <= 0:
+                    return found
+                self._changed.wait(remaining)
+
+    def wait_all(self, present: bool = True, timeout: float = 10.0) -> float:
+        """Wait until every watched prefix has a route (`present`) or none has; returns the `time.monotonic()` of
+        the change that completed it (AssertionError after `timeout`). For bursts: thousands of prefixes are
+        followed without re-reading the table."""
+        target = len(self.prefixes) if present else 0
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._routed != target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{self._routed} of {len(self.prefixes)} prefixes routed after {timeout} s, "
+                                         f"waiting for {target}")
+                self._changed.wait(remaining)
+            return self._complete_at[present]
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(2)
+        self._sock.close()
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, body) of each netlink message in one datagram."""
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("IH", data, offset)
+        if length < 16:
+            return
+        yield kind, data[offset + 16:offset + length]
+        offset += (length + 3) & ~3

@@ -5,6 +5,13 @@ live timeline (who leads, which nodes hold the VIP, which node the client's ARP 
 client saw), then crashes the leader (SIGKILL + cable pulled), then stops the next leader gracefully (SIGTERM),
 and prints the measured outages. Everything is removed on exit; `--keep` leaves it running until stopped.
 
+`--bgp`: the managers announce the VIP 203.0.113.10 (outside the LAN) by BGP to BIRD 2 in the router namespace
+(AS 65000, a passive session per node, the nodes in AS 65001, hold time 30 s as kube-vip's default), and the client
+reaches it only through the router, so its traffic follows the router's kernel FIB. The timeline shows which node's
+route that FIB uses (from rtnetlink notifications) and whose routes BIRD holds: after the crash the dead leader's
+session and route linger until the hold time expires, while the FIB already forwards to the new leader, whose route
+has the lower MED of a newer term.
+
 Stopped by Ctrl-C, SIGTERM (kill, systemd, `timeout`) or SIGHUP (the terminal closed), at any moment, the lab
 unwinds the same way: the signal becomes an exception in the main thread, so the managers, the prober, the API
 and the namespaces are stopped and the work directory removed before the process exits (128 + the signal's
@@ -14,22 +21,86 @@ number). Once the teardown has begun a further signal is only noted, so the tear
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from kubevip_testbed.bird import Bird, BirdPeer, FibMonitor
 from kubevip_testbed.lab.cluster import LabCluster
+
+BGP_VIP = "203.0.113.10"  # outside the LAN: the client reaches it through the router only
+ROUTER_AS, NODE_AS, HOLD_TIME = 65000, 65001, 30
+
+
+class _Router:
+    """BIRD in the router namespace with a passive session per node, and what its kernel FIB does with the VIP."""
+
+    def __init__(self, lab: LabCluster) -> None:
+        self.lab = lab
+        self.bird = Bird(lab.rig, "router", peers=[BirdPeer(n, lab.rig.ipv4(n), NODE_AS) for n in lab.nodes],
+                         asn=ROUTER_AS, hold_time=HOLD_TIME)
+        self.fib: FibMonitor | None = None
+        self.killed: list[int] = []  # managers SIGKILLed: their ExaBGP work directories are removed at the end
+        self._paths: tuple[float, tuple[str, ...], str] = (0.0, (), "-")  # (read at, FIB then, text)
+
+    @staticmethod
+    def mode_args(lab: LabCluster) -> list[str]:
+        return ["--bgp", "--leaderElection", "--bgppeers", f"{lab.rig.ipv4('router')}:{ROUTER_AS}",
+                "--localAS", str(NODE_AS), "--bgpHoldTimer", str(HOLD_TIME)]
+
+    def start(self) -> _Router:
+        self.bird.start()
+        self.fib = FibMonitor(self.lab.rig, "router", {f"{self.lab.vip}/32"})
+        return self
+
+    def node(self, address: str) -> str:
+        return next((n for n in self.lab.nodes if self.lab.rig.ipv4(n) == address), address)
+
+    def via(self) -> list[str]:
+        """The nodes the router's FIB forwards the VIP to (several: ECMP)."""
+        return [self.node(hop) for hop in (self.fib.hops() if self.fib is not None else ())]
+
+    def paths(self, dead: set[str]) -> str:
+        """Whose routes for the VIP BIRD holds, best first (read again when the FIB changed, else at most every
+        0.25 s: birdc is a process)."""
+        hops = self.fib.hops() if self.fib is not None else ()
+        if time.monotonic() - self._paths[0] > 0.25 or hops != self._paths[1]:
+            try:
+                out = self.bird.birdc("show", "route", f"{self.lab.vip}/32")
+            except RuntimeError:  # "Network not found": no route at all
+                out = ""
+            names = re.findall(r"unicast \[(\S+) ", out)
+            text = ",".join(f"{n}(dead)" if n in dead else n for n in names) or "-"
+            self._paths = (time.monotonic(), hops, text)
+        return self._paths[2]
+
+    def close(self) -> None:
+        if self.fib is not None:
+            self.fib.close()  # an open netlink socket would keep the router namespace alive
+            self.fib = None
+        self.bird.stop()
+        from generic.bgp.exabgp import WORKDIR_PREFIX
+
+        for pid in self.killed:  # a SIGKILLed manager never closed its speaker
+            for path in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}{pid}-*"):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class _Timeline:
-    def __init__(self, lab: LabCluster) -> None:
+    def __init__(self, lab: LabCluster, router: _Router | None = None) -> None:
         self.lab = lab
+        self.router = router
         self.start = time.monotonic()
         self.outages: list[dict[str, Any]] = []
         self._last: tuple[str, tuple[str, ...], str] | None = None
@@ -45,7 +116,10 @@ class _Timeline:
     def watch_state(self) -> None:
         while not self._stop.wait(0.02):
             holders = tuple(f"{n}(dead)" if n in self.dead else n for n in self.lab.holders())
-            if self.lab.metal:  # the client's ARP entry means nothing on a routed EIP; show Metal's view instead
+            if self.router is not None:  # routed: what matters is where the router sends the VIP
+                view = (f"router FIB -> {'+'.join(self.router.via()) or '-':<5}  "
+                        f"BGP routes (best first) from {self.router.paths(self.dead)}")
+            elif self.lab.metal:  # the client's ARP entry means nothing on a routed EIP; show Metal's view instead
                 view = "EIP assigned to " + (",".join(self.lab.eip_holders()) or "-")
             else:
                 view = "client's ARP entry -> " + (self.lab.node_of_mac(self.lab.client_mac()) or "-")
@@ -125,44 +199,62 @@ class _StopSignals:
         self._previous.clear()
 
 
-def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1), metal: bool = False) -> int:
+def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1), metal: bool = False,
+            bgp: bool = False) -> int:
     """Run the lab; 0 when the scenario ran, 1 when no leader came up, 128 + N when stopped by signal N.
-    LabError (nothing left behind) when the lab cannot be set up."""
+    LabError (nothing left behind) when the lab cannot be set up. `bgp` needs BIRD 2 (kubevip_testbed.bird)."""
     stops = _StopSignals()
     stops.install()
     lab: LabCluster | None = None
+    router: _Router | None = None
     try:
-        lab = LabCluster(timers=timers, metal=metal)
+        lab = LabCluster(timers=timers, metal=metal, vip=BGP_VIP if bgp else None)
+        if bgp:
+            lab.mode_args = _Router.mode_args(lab)  # the topology is known before the rig is built
         lab.up()
-        return _scenario(lab, keep, timers, metal)
+        if bgp:
+            router = _Router(lab)
+            router.start()
+        return _scenario(lab, keep, timers, metal, router)
     except Stopped as stop:
         print(f"\n{stop}: removing the lab ...", flush=True)
         return 128 + stop.signum
     finally:
         stops.hold()  # from here on the teardown runs to its end
+        if router is not None:
+            assert lab is not None
+            for process in lab.managers.values():  # while BIRD runs: SIGTERM withdraws from the router
+                process.send_signal(signal.SIGTERM)
+            for process in lab.managers.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(5)  # one that does not exit is killed by lab.down()
+            router.close()
         if lab is not None:
             lab.down()
         stops.restore()
 
 
-def _scenario(lab: LabCluster, keep: bool, timers: tuple[float, float, float], metal: bool) -> int:
-    print(f"kube-vip-metal lab: 3 nodes, router (Kubernetes API emulator at 198.51.100.1:6443"
-          f"{', Metal API emulator at :8080' if metal else ''}), client; "
-          f"{'Elastic IP' if metal else 'VIP'} {lab.vip}; timers {'/'.join(f'{t:g}' for t in timers)} s",
-          flush=True)
+def _scenario(lab: LabCluster, keep: bool, timers: tuple[float, float, float], metal: bool,
+              router: _Router | None) -> int:
+    where = (f"BIRD 2 (AS {ROUTER_AS}, hold {HOLD_TIME} s) and the Kubernetes API emulator at 198.51.100.1"
+             if router is not None else "Kubernetes API emulator at 198.51.100.1:6443"
+             + (", Metal API emulator at :8080" if metal else ""))
+    print(f"kube-vip-metal lab: 3 nodes, router ({where}), client; "
+          f"{'Elastic IP' if metal else 'VIP'} {lab.vip}{' by BGP' if router is not None else ''}; "
+          f"timers {'/'.join(f'{t:g}' for t in timers)} s", flush=True)
     for node in lab.nodes:
         lab.start(node)
-    timeline = _Timeline(lab)
+    timeline = _Timeline(lab, router)
     timeline.thread = threading.Thread(target=timeline.watch_state, daemon=True)
     timeline.thread.start()
     try:
-        return _failovers(lab, timeline, keep, timers, metal)
+        return _failovers(lab, timeline, keep, timers, metal, router)
     finally:
         timeline.stop()  # before the teardown, which closes the netlink handles the timeline reads through
 
 
 def _failovers(lab: LabCluster, timeline: _Timeline, keep: bool, timers: tuple[float, float, float],
-               metal: bool) -> int:
+               metal: bool, router: _Router | None) -> int:
     probe = lab.probe()  # in the Elastic IP mode nothing routes the EIP to the client: it just sees no reply
     if not metal:
         threading.Thread(target=timeline.watch_probe, args=(probe,), daemon=True).start()
@@ -170,7 +262,7 @@ def _failovers(lab: LabCluster, timeline: _Timeline, keep: bool, timers: tuple[f
     def settled() -> bool:
         live = [n for n in lab.holders() if n not in timeline.dead]
         ok = len(live) == 1 and live == [lab.lease_holder()]
-        return ok and (not metal or lab.eip_holders() == live)
+        return ok and (not metal or lab.eip_holders() == live) and (router is None or router.via() == live)
 
     if not _wait(settled, 30):
         lab.keep_workdir = True
@@ -190,14 +282,29 @@ def _failovers(lab: LabCluster, timeline: _Timeline, keep: bool, timers: tuple[f
         time.sleep(1.0)
         return converged, _outage_since(timeline, started)
 
+    crashed: dict[str, Any] = {}
+
     def crash(node: str) -> None:
+        if router is None:
+            lab.kill(node)
+            lab.rig.link_down(node)
+            return
+        lab.rig.link_down(node)  # the cable first: nothing more leaves the node, its BGP session lingers
+        router.killed.append(lab.managers[node].pid)
         lab.kill(node)
-        lab.rig.link_down(node)
+        crashed.update(node=node, at=time.monotonic())
 
     def stop(node: str) -> None:
         lab.terminate(node)
 
-    crash_converged, crash_outage = fail_leader("CRASH {}: SIGKILL and cable pulled", crash)
+    crash_converged, crash_outage = fail_leader("CRASH {}: " + ("cable pulled and SIGKILL" if router else
+                                                                "SIGKILL and cable pulled"), crash)
+    lingering = ""
+    if router is not None and crashed:
+        dead = crashed["node"]
+        session = "still Established" if router.bird.protocol(dead).established else "down"
+        route = "still at the router" if router.bird.routes(dead) else "gone"
+        lingering = f"; {dead}'s session {session}, its route {route} (hold {HOLD_TIME} s)"
     graceful_converged, graceful_outage = fail_leader("STOP {}: SIGTERM (graceful hand-over)", stop)
     timeline.stop()
 
@@ -206,14 +313,17 @@ def _failovers(lab: LabCluster, timeline: _Timeline, keep: bool, timers: tuple[f
         print(f"  crash of the leader     {crash_converged * 1000:8.0f} ms  (lease {timers[0]:g} s)")
         print(f"  graceful hand-over      {graceful_converged * 1000:8.0f} ms")
     else:
-        print("\nmeasured by the client (ICMP echo every 5 ms):")
-        print(f"  crash of the leader     outage {_fmt(crash_outage)}  (lease {timers[0]:g} s)")
+        print(f"\nmeasured by the client (ICMP echo every 5 ms{', through the router' if router else ''}):")
+        print(f"  crash of the leader     outage {_fmt(crash_outage)}  (lease {timers[0]:g} s{lingering})")
         print(f"  graceful hand-over      outage {_fmt(graceful_outage)}")
     if keep:
         print("\nthe lab keeps running; try:")
         for node in lab.nodes:
-            print(f"  ip netns exec {lab.rig.ns(node)} ip -br addr show eth0")
+            print(f"  ip netns exec {lab.rig.ns(node)} ip -br addr show {'lo' if router else 'eth0'}")
         print(f"  ip netns exec {lab.rig.ns('client')} ping {lab.vip}")
+        if router is not None:
+            print(f"  ip netns exec {lab.rig.ns('router')} ip route show {lab.vip}")
+            print(f"  birdc -s {router.bird.socket} show route {lab.vip}/32 all")
         print(f"  manager logs: {lab.workdir}/<node>.log")
         print("Ctrl-C (or SIGTERM, SIGHUP) removes everything.", flush=True)
         while True:
