@@ -30,6 +30,8 @@ from kubevip_metal.parsers import IPAddress
 
 T = TypeVar("T")
 
+_NOT_YET = f"not available yet in kube-vip-metal {__version__}"
+
 
 class ConfigError(Exception):
     """A rejected setting. `str()` is the one line the CLI prints after `kube-vip-metal: error: `."""
@@ -373,8 +375,7 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
         raise unavailable[0][1]
     for feature in dict.fromkeys(f for f, _ in unavailable):
         sources = ", ".join(error.name for f, error in unavailable if f == feature)
-        warnings.append(f"{sources}: not available yet in kube-vip-metal {__version__} ({feature}); the manager "
-                        "refuses this manifest until it is")
+        warnings.append(f"{sources}: {_NOT_YET} ({feature}); the manager refuses this manifest until it is")
     return dataclasses.replace(config, warnings=tuple(warnings))
 
 
@@ -386,24 +387,23 @@ def _not_available_yet(r: _Reader) -> list[tuple[str, ConfigError]]:
         given = r.given(option.name)
         if option.available is Availability.NOT_YET and given is not None and not option.is_default(given.text):
             default = f"set it to {option.default}" if option.default else "set it empty"
-            found.append((option.feature, r.error(option.name, f"not available yet in kube-vip-metal {__version__} "
-                                                               f"({option.feature}); remove it or {default}")))
+            found.append((option.feature, r.error(option.name, f"{_NOT_YET} ({option.feature}); remove it or "
+                                                               f"{default}")))
     return found
 
 
 def _combinations_not_available_yet(r: _Reader, config: Config) -> list[tuple[str, ConfigError]]:
     """Settings valid one by one whose combination this version cannot honour yet."""
     found = []
-    later = f"not available yet in kube-vip-metal {__version__}"
     if config.mode is Mode.BGP and config.metal.enabled:
         feature = "BGP settings from the Equinix Metal API"
-        found.append((feature, r.error("metal", f"with --bgp: {later} ({feature}); give the peers with --bgppeers "
-                                                "and drop --metal")))
-    keepalive = r.given("bgpKeepAliveInterval")
-    if config.mode is Mode.BGP and keepalive is not None and config.bgp.keepalive != config.bgp.hold_time // 3:
+        found.append((feature, r.error("metal", f"with --bgp: {_NOT_YET} ({feature}); give the peers with "
+                                                "--bgppeers and drop --metal")))
+    derived = config.bgp.hold_time // 3  # what the speaker (ExaBGP) sends; it has no keepalive setting of its own
+    if config.mode is Mode.BGP and r.given("bgpKeepAliveInterval") is not None and config.bgp.keepalive != derived:
         feature = "a keepalive interval other than a third of the hold time"
-        found.append((feature, r.error("bgpKeepAliveInterval", f"{later} ({feature}: the speaker sends "
-                                       f"keepalives every {config.bgp.hold_time // 3} s); leave it out")))
+        found.append((feature, r.error("bgpKeepAliveInterval", f"{_NOT_YET} ({feature}: the speaker sends "
+                                       f"keepalives every {derived} s); leave it out")))
     return found
 
 

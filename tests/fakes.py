@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from generic.addresses import AddressError, Addresses, Vip
 
@@ -84,3 +85,24 @@ class RecordingAnnouncer:
     def close(self) -> None:
         self.closed = True
         self.announced.clear()
+
+
+class RecordingSpeaker:
+    """A BGP speaker (generic.bgp.speaker.Speaker) that records its settings and the whole wanted set it is
+    handed."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings, self.closed = settings, False
+        self.routes: dict[Any, Any] = {}
+
+    def configure(self, settings: Any) -> None:
+        self.settings = settings
+
+    def advertise(self, routes: Any) -> None:
+        self.routes = dict(routes)
+
+    def sessions(self) -> dict[Any, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.routes, self.closed = {}, True

@@ -11,14 +11,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from generic import logfmt
-from generic.bgp.speaker import Route, SpeakerSettings
 from generic.parse import IPAddress
 from kubevip_metal.cli import parse_command_line
 from kubevip_metal.config import Config, ConfigError, Mode, build_config
@@ -32,7 +30,7 @@ from kubevip_metal.metal.setup import elastic_ip, metal_client
 from kubevip_metal.options import OPTIONS, Availability
 from kubevip_testbed.waiting import wait_for
 from tests.conftest import run_cli
-from tests.fakes import FakeAddresses, RecordingAnnouncer
+from tests.fakes import FakeAddresses, RecordingAnnouncer, RecordingSpeaker
 from tests.memory_lock import MemoryStore
 
 ARP = ["--controlplane", "--arp", "--address", "192.0.2.10", "--nodeName", "n1"]
@@ -223,23 +221,6 @@ class _FakeMetal:
         return Reservation("r1", address, 32, ())
 
 
-class _FakeSpeaker:
-    def __init__(self, settings: SpeakerSettings) -> None:
-        self.settings = settings
-
-    def configure(self, settings: SpeakerSettings) -> None:
-        self.settings = settings
-
-    def advertise(self, routes: Mapping[Any, Route]) -> None:
-        pass
-
-    def sessions(self) -> dict[Any, Any]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 class _FakeResolver:
     def interface_address(self, name: str, family: int) -> IPAddress | None:
         return ipaddress.ip_address("198.51.100.11")
@@ -267,7 +248,7 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
         for built in MODES[Mode.ARP].announcers(recorded, deps, lambda _vip: None):
             built.close()
     if config.mode is Mode.BGP:  # the speaker's settings, built by the real mode (the speaker itself is a fake)
-        bgp_deps = dataclasses.replace(deps, bgp_speaker=lambda settings: _FakeSpeaker(settings),
+        bgp_deps = dataclasses.replace(deps, bgp_speaker=RecordingSpeaker,
                                        bgp_resolver=_FakeResolver())
         for built in MODES[Mode.BGP].announcers(recorded, bgp_deps, lambda _vip: None):
             built.close()

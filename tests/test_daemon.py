@@ -18,7 +18,7 @@ from kubevip_metal.daemon.modes import ModeSpec
 from kubevip_metal.errors import FatalError, NotReady
 from kubevip_metal.manager import run
 from kubevip_testbed.waiting import wait_for
-from tests.fakes import FakeAddresses, RecordingAnnouncer
+from tests.fakes import FakeAddresses, RecordingAnnouncer, RecordingSpeaker
 from tests.memory_lock import MemoryStore
 from tests.metal_support import MetalWorld
 
@@ -305,25 +305,6 @@ def test_stop_while_start_waits_on_the_outside_world_starts_nothing_after() -> N
     assert late.closed and node.api_calls == 0 and not node.holds
 
 
-class _Speaker:
-    """A BGP speaker that records the whole wanted set it is handed."""
-
-    def __init__(self, settings: Any) -> None:
-        self.settings, self.closed = settings, False
-        self.routes: dict[Any, Any] = {}
-
-    def configure(self, settings: Any) -> None:
-        self.settings = settings
-
-    def advertise(self, routes: Any) -> None:
-        self.routes = dict(routes)
-
-    def sessions(self) -> dict[Any, Any]:
-        return {}
-
-    def close(self) -> None:
-        self.routes, self.closed = {}, True
-
 
 def test_bgp_mode_advertises_the_host_route_from_the_leader_only() -> None:
     """The real BGP mode wiring (speaker settings, announcer, VIP on lo) with a recording speaker."""
@@ -332,7 +313,7 @@ def test_bgp_mode_advertises_the_host_route_from_the_leader_only() -> None:
     from kubevip_metal.daemon.modes import MODES
 
     store = MemoryStore()
-    speakers: dict[str, _Speaker] = {}
+    speakers: dict[str, RecordingSpeaker] = {}
     nodes = []
     for name in ("n1", "n2"):
         node = Node(name, store)
@@ -342,7 +323,7 @@ def test_bgp_mode_advertises_the_host_route_from_the_leader_only() -> None:
         assert command is not None
         node.config = build_config(given, command)
         def speaker(settings: Any, name: str = name) -> Any:
-            return speakers.setdefault(name, _Speaker(settings))
+            return speakers.setdefault(name, RecordingSpeaker(settings))
 
         node.deps.bgp_speaker = speaker
         node.daemon = Daemon(node.config, node.deps, MODES)
@@ -388,7 +369,7 @@ def test_bgp_without_election_advertises_from_every_healthy_node() -> None:
 
     store = MemoryStore()
     health = {"n1": True, "n2": True}
-    speakers: dict[str, _Speaker] = {}
+    speakers: dict[str, RecordingSpeaker] = {}
     nodes = []
     for name in ("n1", "n2"):
         node = Node(name, store)
@@ -399,7 +380,7 @@ def test_bgp_without_election_advertises_from_every_healthy_node() -> None:
         node.config = build_config(given, command)
 
         def speaker(settings: Any, name: str = name) -> Any:
-            return speakers.setdefault(name, _Speaker(settings))
+            return speakers.setdefault(name, RecordingSpeaker(settings))
 
         def probe(_api: Any, name: str = name) -> Any:
             return lambda: health[name]
