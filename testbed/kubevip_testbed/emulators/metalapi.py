@@ -10,9 +10,23 @@ see metalapi_contract) and so is every response. A client request that breaks th
 
 Honoured (base path `/metal/v1`; the SDK is configured with `Configuration(host=f"{url}/metal/v1")`):
 - GET /projects (findProjects: exact `name` filter, `page`/`per_page` and `meta`), GET /projects/{id};
+- GET /projects/{id}/bgp-config (findBgpConfigByProject): `{}` while the project never had BGP ("When BGP
+  configuration is not enabled empty structure is returned"), else the BgpConfig (status, deployment_type, asn, md5
+  or null, max_prefix 10, the project's sessions), `status: disabled` after `disable_project_bgp`;
 - GET /projects/{id}/devices (findProjectDevices: partial `hostname` filter, `tag`, `page`/`per_page` with
   meta.first/last/self/next/previous/total/current_page/last_page; `include=project`), GET /devices/{id};
-- GET /devices/{id}/bgp/neighbors (what `set_bgp_neighbors` stored; empty when BGP is off);
+- GET /devices/{id}/bgp/sessions (findBgpSessions), POST /devices/{id}/bgp/sessions (createBgpSession, 201
+  BgpSession with status "unknown,unknown": nothing here speaks BGP, and the spec says every status starts there);
+- GET /devices/{id}/bgp/neighbors: one BgpNeighborData per session of the device while the project's BGP is enabled
+  (none without a session, none while BGP is disabled), IPv4 first: peer_as 65530, peer_ips 169.254.255.1 and .2
+  (the spec's example) or, for IPv6, fc00:0000:0000:0000:0000:0000:0000:000e and ...:000f, written out in full
+  (the spec gives no IPv6 peers; these are Metal's recorded answers in packethost/network-helpers routers/test_data,
+  which also show an IPv6 session's customer_ip to be the device's public IPv6); customer_as = the project ASN;
+  customer_ip = the device's private management IPv4 ("typically the private bond0 address", the spec says) or its
+  public IPv6 management address (`add_device(..., ipv6=True)`); md5_enabled/md5_password from the project (""
+  when none: the field is a non-nullable string); multihop true; routes_in = the project's non-management blocks of
+  that family; routes_out = the default route when the session asked for it. `set_bgp_neighbors` overrides all of
+  this for one device (tests that need shapes Metal never derives), `set_bgp_neighbors(id, None)` undoes it;
 - GET /projects/{id}/ips (findIPReservations: `types`, `include=assignments` for full assignments instead of
   hrefs, `per_page` default 250; management /31s are listed too, as on Metal);
 - GET /ips/{id} (an assignment or a reservation), DELETE /ips/{id} (an assignment: unassign, 204; a reservation:
@@ -25,6 +39,17 @@ Honoured (base path `/metal/v1`; the SDK is configured with `Configuration(host=
 - a request log (method, path, status, arrival time; 0 = dropped) with counts per operationId.
 
 Undocumented behaviour, decided here (the spec and Equinix's docs are silent; all answers are deterministic):
+- a second BGP session of the same family on a device: 422 `{"errors": ["Device <id> already has session for
+  address family ipv4"]}`. The CCM (metal/bgp.go) treats a 422 containing "already has session" as "exists" and
+  says "this really should be a 409, but 422 is what is returned"; the rest of the wording is ours. Clients should
+  re-read the sessions rather than match the text;
+- a BGP session while the project's BGP is not enabled (never, disabled, or a global request still under review):
+  422 "BGP is not enabled on project <id>"; a session body without `address_family` (the spec makes it optional
+  and documents no default): 422 "address_family is required (ipv4 or ipv6)", so no client depends on a guess;
+- an IPv4 session for a device without a private management address, or an IPv6 one without an IPv6 management
+  address: 422 "Device <id> has no private IPv4|IPv6 address for a BGP session" (Metal runs BGP over those);
+- GET or POST /devices/{id}/bgp/sessions for an unknown device: 403 `{"error": ...}`, because the spec documents
+  401/403 (and 422 on POST) there but no 404;
 - assigning an address that is already assigned to that same device: 422 `{"errors": ["Address <cidr> is already
   assigned to this device"]}`. The API refused duplicates on every other resource in the same way (e.g. 422
   "already has session" for BGP sessions), and an EIP routes to one next hop, so a second identical assignment
@@ -36,10 +61,13 @@ Undocumented behaviour, decided here (the spec and Equinix's docs are silent; al
 - a valid request the emulator does not implement (another operation, or an unsupported device filter such as
   `search`) is answered 501 and recorded as a violation, so a test cannot pass on an unemulated call.
 
-Not emulated: every other operation (devices are created with `add_device`, reservations with `add_reservation`);
-`exclude` (ignored), `include` beyond `assignments` and `project`; TLS; rate-limit accounting (the headers appear
-only on injected 429s); the minutes an EIP move takes on Metal (assignments change at once; add `latency` to slow
-the calls); IPv6 management addresses, VRFs, Metal Gateways, metros other than one fixed metro ("da").
+Not emulated: every other operation (devices are created with `add_device`, reservations with `add_reservation`,
+project BGP with `enable_project_bgp` / `disable_project_bgp`, out-of-band sessions with `add_bgp_session`; so
+requestBgpConfig, deleteBgpSession and updateBgpSession are 501); `exclude` (ignored), `include` beyond
+`assignments` and `project`; TLS; rate-limit accounting (the headers appear only on injected 429s); the minutes an
+EIP move takes on Metal (assignments change at once; add `latency` to slow the calls); global BGP ranges and its
+review (a `status="requested"` config stays so until changed); BGP session state (always "unknown"); IPv6
+management addresses unless asked for, VRFs, Metal Gateways, metros other than one fixed metro ("da").
 """
 
 from __future__ import annotations
@@ -101,8 +129,11 @@ OPERATIONS = (
     Operation("GET", "/projects/{id}", "findProjectById"),
     Operation("GET", "/projects/{id}/devices", "findProjectDevices"),
     Operation("GET", "/projects/{id}/ips", "findIPReservations"),
+    Operation("GET", "/projects/{id}/bgp-config", "findBgpConfigByProject"),
     Operation("GET", "/devices/{id}", "findDeviceById"),
     Operation("GET", "/devices/{id}/bgp/neighbors", "getBgpNeighborData"),
+    Operation("GET", "/devices/{id}/bgp/sessions", "findBgpSessions"),
+    Operation("POST", "/devices/{id}/bgp/sessions", "createBgpSession"),
     Operation("GET", "/devices/{id}/ips", "findIPAssignments"),
     Operation("POST", "/devices/{id}/ips", "createIPAssignment"),
     Operation("GET", "/ips/{id}", "findIPAddressById"),
@@ -164,6 +195,9 @@ class MetalApiEmulator:
                                                                                   c.raw_query)),
             "findDeviceById": lambda c: (200, self.state.find_device(c.path["id"], c.query)),
             "getBgpNeighborData": lambda c: (200, self.state.bgp_neighbors(c.path["id"])),
+            "findBgpConfigByProject": lambda c: (200, self.state.find_bgp_config(c.path["id"])),
+            "findBgpSessions": lambda c: (200, self.state.find_bgp_sessions(c.path["id"])),
+            "createBgpSession": lambda c: (201, self.state.create_bgp_session(c.path["id"], c.body or {})),
             "findIPAssignments": lambda c: (200, self.state.find_ip_assignments(c.path["id"])),
             "createIPAssignment": lambda c: (201, self.state.create_ip_assignment(c.path["id"], c.body)),
             "findIPAddressById": lambda c: (200, self.state.find_ip(c.path["id"], c.query)),
@@ -184,17 +218,33 @@ class MetalApiEmulator:
         return self.state.add_project(name, fixed_id=fixed_id)
 
     def add_device(self, project_id: str, hostname: str, *, fixed_id: str | None = None, state: str = "active",
-                   tags: Sequence[str] = (), management: bool = True) -> str:
-        """A device with (by default) its public and private management /31s; returns its id."""
+                   tags: Sequence[str] = (), management: bool = True, ipv6: bool = False) -> str:
+        """A device with (by default) its public and private management /31s, and with `ipv6` a public IPv6
+        management /127; returns its id."""
         return self.state.add_device(project_id, hostname, fixed_id=fixed_id, state=state, tags=tags,
-                                     management=management)
+                                     management=management, ipv6=ipv6)
 
     def add_reservation(self, project_id: str, address: str, tags: Iterable[str] = (), *,
                         type_: str = "public_ipv4", fixed_id: str | None = None) -> str:
         return self.state.add_reservation(project_id, address, tags, type_=type_, fixed_id=fixed_id)
 
-    def set_bgp_neighbors(self, device_id: str, neighbors: Sequence[Mapping[str, Any]]) -> None:
+    def set_bgp_neighbors(self, device_id: str, neighbors: Sequence[Mapping[str, Any]] | None) -> None:
+        """Serve these neighbours for the device instead of the derived ones; None derives them again."""
         self.state.set_bgp_neighbors(device_id, neighbors)
+
+    def enable_project_bgp(self, project_id: str, *, asn: int = 65000, md5: str | None = None,
+                           deployment_type: str = "local", status: str = "enabled") -> None:
+        """BGP on the project, as `metal project bgp-enable` would leave it (see MetalState.enable_project_bgp)."""
+        self.state.enable_project_bgp(project_id, asn=asn, md5=md5, deployment_type=deployment_type, status=status)
+        log.info("metal_api.bgp_enabled", project=project_id, asn=asn, md5=md5 is not None, status=status)
+
+    def disable_project_bgp(self, project_id: str) -> None:
+        self.state.disable_project_bgp(project_id)
+        log.info("metal_api.bgp_disabled", project=project_id)
+
+    def add_bgp_session(self, device_id: str, family: str = "ipv4", *, default_route: bool = False) -> str:
+        """A session made out of band (the CCM, a person); returns its id."""
+        return self.state.add_bgp_session(device_id, family, default_route=default_route)
 
     def assignments_of(self, address: str) -> list[str]:
         """The device ids that hold `address` now."""
@@ -485,6 +535,9 @@ def _unvalidated(request: web.Request, body: bytes, op: Operation | None) -> Req
     if op.operation_id == "createIPAssignment" and not (isinstance(check.body, dict)
                                                         and isinstance(check.body.get("address"), str)):
         check.errors, check.status = ["body: 'address' is a required property"], 422
+        return check
+    if op.operation_id == "createBgpSession" and not isinstance(check.body, dict):
+        check.errors, check.status = ["body: a BGPSessionInput object is required"], 422
         return check
     check.query, check.path = query, dict(request.match_info)
     return check

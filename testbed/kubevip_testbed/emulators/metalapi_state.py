@@ -1,4 +1,5 @@
-"""The emulated Equinix Metal account: projects, devices, IP reservations and assignments, and their JSON.
+"""The emulated Equinix Metal account: projects, devices, IP reservations and assignments, project BGP and device
+BGP sessions, and their JSON.
 
 An Elastic IP move is three calls on this state (find the reservation, delete the old assignment, create the new
 one), so the state keeps exactly what those calls touch and renders it the way the API does: hrefs relative to
@@ -7,7 +8,13 @@ one), so the state keeps exactly what those calls touch and renders it the way t
 Every device gets two management addresses, as on Metal: a public IPv4 /31 (203.0.113.0/24, then 192.0.2.0/24)
 and a private IPv4 /31 (10.70.0.0/16), each in its own management reservation of the device's project; the device
 holds the odd address, the even one is the gateway. They show in `GET /projects/{id}/ips` like real management
-blocks, so a client that picks "the first public_ipv4 reservation" instead of the tagged EIP is caught.
+blocks, so a client that picks "the first public_ipv4 reservation" instead of the tagged EIP is caught. A device
+added with `ipv6=True` also gets a public IPv6 management /127 (2001:db8:4111::/56), the customer address of its IPv6
+BGP neighbour.
+
+BGP follows Metal's model: a project's BGP configuration (local or global, ASN, MD5 password) and, per device, at
+most one session per address family. A device's BGP neighbours are derived from both (see `derived_neighbors`)
+unless a test set them explicitly with `set_bgp_neighbors`.
 
 The lock is taken by the event loop (API calls) and by test threads (seeding, out-of-band moves); every method
 holds it for a short, non-blocking critical section.
@@ -22,11 +29,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-__all__ = ["BASE", "MetalError", "MetalState", "NotEmulated", "typical_bgp_neighbor"]
+__all__ = ["BASE", "METAL_PEER_AS", "METAL_PEER_IPS", "MetalError", "MetalState", "NotEmulated",
+           "typical_bgp_neighbor"]
 
 BASE = "/metal/v1"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -48,6 +56,17 @@ OPERATING_SYSTEM: dict[str, Any] = {"id": _OS_ID, "slug": "ubuntu_22_04", "name"
                                     "href": f"{BASE}/operating-systems/{_OS_ID}"}
 _PUBLIC_MANAGEMENT_POOLS = (ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_network("192.0.2.0/24"))
 _PRIVATE_MANAGEMENT_POOL = ipaddress.ip_network("10.70.0.0/16")
+_IPV6_MANAGEMENT_POOL = ipaddress.ip_network("2001:db8:4111::/56")
+
+# What Metal's neighbour data shows for every local-BGP session: its routers' AS and their addresses. The IPv4 pair is
+# the spec's example; the IPv6 pair, written out in full as Metal wrote it, is from packethost/network-helpers'
+# recorded API answers (routers/test_data), the only public record of Metal's IPv6 BGP peers.
+METAL_PEER_AS = 65530
+METAL_PEER_IPS: dict[str, tuple[str, ...]] = {
+    "ipv4": ("169.254.255.1", "169.254.255.2"),
+    "ipv6": ("fc00:0000:0000:0000:0000:0000:0000:000e", "fc00:0000:0000:0000:0000:0000:0000:000f"),
+}
+BGP_FAMILIES = ("ipv4", "ipv6")
 
 
 class MetalError(Exception):
@@ -71,11 +90,25 @@ class NotEmulated(MetalError):
 
 
 @dataclass
+class ProjectBgp:
+    """A project's BGP configuration; `status` is one of the spec's requested|enabled|disabled."""
+
+    id: str
+    asn: int
+    md5: str | None
+    deployment_type: str
+    status: str
+    created_at: str
+    max_prefix: int = 10
+
+
+@dataclass
 class Project:
     id: str
     name: str
     organization_id: str
     created_at: str
+    bgp: ProjectBgp | None = None  # None: never enabled (the API answers `{}`)
 
 
 @dataclass
@@ -86,7 +119,16 @@ class Device:
     state: str
     tags: list[str]
     created_at: str
-    bgp_neighbors: list[dict[str, Any]] = field(default_factory=list)
+    bgp_neighbors: list[dict[str, Any]] | None = None  # set by a test: served instead of the derived neighbours
+
+
+@dataclass
+class BgpSession:
+    id: str
+    device_id: str
+    family: str  # "ipv4" | "ipv6", as the API spells it
+    default_route: bool
+    created_at: str
 
 
 @dataclass
@@ -112,7 +154,8 @@ class Assignment:
 
 def typical_bgp_neighbor(customer_ip: str, *, customer_as: int = 65000, peer_as: int = 65530,
                          peer_ips: Sequence[str] = ("169.254.255.1", "169.254.255.2"), multihop: bool = True,
-                         md5_password: str | None = None, routes_in: Sequence[str] = ()) -> dict[str, Any]:
+                         md5_password: str | None = None, routes_in: Sequence[str] = (),
+                         routes_out: Sequence[str] = ()) -> dict[str, Any]:
     """What `GET /devices/{id}/bgp/neighbors` shows for a device with local BGP enabled (IPv4, Metal's defaults)."""
     return {
         "address_family": 4 if ipaddress.ip_address(customer_ip).version == 4 else 6,
@@ -124,7 +167,7 @@ def typical_bgp_neighbor(customer_ip: str, *, customer_as: int = 65000, peer_as:
         "peer_as": peer_as,
         "peer_ips": list(peer_ips),
         "routes_in": [{"route": route, "exact": False} for route in routes_in],
-        "routes_out": [],
+        "routes_out": [{"route": route, "exact": True} for route in routes_out],
     }
 
 
@@ -153,6 +196,7 @@ class MetalState:
         self.devices: dict[str, Device] = {}
         self.reservations: dict[str, Reservation] = {}
         self.assignments: dict[str, Assignment] = {}
+        self.bgp_sessions: dict[str, BgpSession] = {}
 
     def new_id(self) -> str:
         with self._lock:
@@ -167,18 +211,24 @@ class MetalState:
             return project_id
 
     def add_device(self, project_id: str, hostname: str, *, fixed_id: str | None = None, state: str = "active",
-                   tags: Sequence[str] = (), management: bool = True) -> str:
-        """A provisioned device; `management` gives it a public and a private management /31, as Metal does."""
+                   tags: Sequence[str] = (), management: bool = True, ipv6: bool = False) -> str:
+        """A provisioned device; `management` gives it a public and a private management /31, as Metal does, and
+        `ipv6` a public IPv6 management /127 as well (off by default so that existing address listings stay as
+        they are; Metal gives every device one)."""
         with self._lock:
             self._project(project_id, api=False)
             device_id = self._fresh_id(fixed_id)
             self.devices[device_id] = Device(device_id, project_id, hostname, state, list(tags), _now())
+            blocks: list[tuple[Sequence[IPNetwork], str, int]] = []
             if management:
-                for pools, kind in ((_PUBLIC_MANAGEMENT_POOLS, "public_ipv4"),
-                                    ((_PRIVATE_MANAGEMENT_POOL,), "private_ipv4")):
-                    network = self._free_slash31(pools)
-                    reservation_id = self._reserve(project_id, network, kind, (), management=True)
-                    self._add_assignment(reservation_id, device_id, network[1], network)
+                blocks += [(_PUBLIC_MANAGEMENT_POOLS, "public_ipv4", 31),
+                           ((_PRIVATE_MANAGEMENT_POOL,), "private_ipv4", 31)]
+            if ipv6:
+                blocks.append(((_IPV6_MANAGEMENT_POOL,), "public_ipv6", 127))
+            for pools, kind, prefix in blocks:
+                network = self._free_subnet(pools, prefix)
+                reservation_id = self._reserve(project_id, network, kind, (), management=True)
+                self._add_assignment(reservation_id, device_id, network[1], network)
             return device_id
 
     def add_reservation(self, project_id: str, address: str, tags: Iterable[str] = (), *,
@@ -191,10 +241,48 @@ class MetalState:
             self._project(project_id, api=False)
             return self._reserve(project_id, network, type_, tags, management=False, fixed_id=fixed_id)
 
-    def set_bgp_neighbors(self, device_id: str, neighbors: Sequence[Mapping[str, Any]]) -> None:
-        """The `BgpNeighborData` list the device reports (see `typical_bgp_neighbor`); empty means BGP is off."""
+    def set_bgp_neighbors(self, device_id: str, neighbors: Sequence[Mapping[str, Any]] | None) -> None:
+        """The `BgpNeighborData` list the device reports instead of the derived one (see `typical_bgp_neighbor`);
+        empty means none; None goes back to deriving them from the project's BGP and the device's sessions."""
         with self._lock:
-            self._device(device_id, api=False).bgp_neighbors = [dict(n) for n in neighbors]
+            device = self._device(device_id, api=False)
+            device.bgp_neighbors = None if neighbors is None else [dict(n) for n in neighbors]
+
+    def enable_project_bgp(self, project_id: str, *, asn: int = 65000, md5: str | None = None,
+                           deployment_type: str = "local", status: str = "enabled") -> None:
+        """BGP on the project, as the console or `metal project bgp-enable` would set it (`status="requested"`
+        is a global deployment waiting for Equinix's review). Enabling again keeps the config's id."""
+        if deployment_type not in ("local", "global") or status not in ("requested", "enabled", "disabled"):
+            raise ValueError(f"deployment_type local|global and status requested|enabled|disabled, got "
+                             f"{deployment_type!r} and {status!r}")
+        if not 0 <= asn <= 4294967295:
+            raise ValueError(f"ASN {asn} is out of range")
+        with self._lock:
+            project = self._project(project_id, api=False)
+            config_id = project.bgp.id if project.bgp is not None else self.new_id()
+            created = project.bgp.created_at if project.bgp is not None else _now()
+            project.bgp = ProjectBgp(config_id, asn, md5, deployment_type, status, created)
+
+    def disable_project_bgp(self, project_id: str) -> None:
+        """BGP disabled after being enabled: the config stays and says `disabled`, as the spec describes; sessions
+        stay too, but the device shows no neighbours. A project that never had BGP is left as it is."""
+        with self._lock:
+            project = self._project(project_id, api=False)
+            if project.bgp is not None:
+                project.bgp.status = "disabled"
+
+    def add_bgp_session(self, device_id: str, family: str = "ipv4", *, default_route: bool = False) -> str:
+        """A session created out of band (by the CCM, Terraform or a person), bypassing the API's checks."""
+        if family not in BGP_FAMILIES:
+            raise ValueError(f"family must be ipv4 or ipv6, got {family!r}")
+        with self._lock:
+            self._device(device_id, api=False)
+            return self._add_bgp_session(device_id, family, default_route).id
+
+    def bgp_session_families(self, device_id: str) -> list[str]:
+        """The address families of the device's sessions, in creation order."""
+        with self._lock:
+            return [s.family for s in self._sessions_of(device_id)]
 
     def addresses_of(self, device_id: str) -> dict[str, str]:
         """The device's management addresses by reservation type, e.g. {"private_ipv4": "10.70.0.1"}."""
@@ -245,7 +333,11 @@ class MetalState:
         with self._lock:
             return {"projects": [{
                 "id": p.id, "name": p.name,
-                "devices": [{"id": d.id, "hostname": d.hostname, "state": d.state}
+                "bgp": None if p.bgp is None else {"status": p.bgp.status, "asn": p.bgp.asn,
+                                                   "deployment_type": p.bgp.deployment_type,
+                                                   "md5": p.bgp.md5 is not None},
+                "devices": [{"id": d.id, "hostname": d.hostname, "state": d.state,
+                             "bgp_sessions": [s.family for s in self._sessions_of(d.id)]}
                             for d in self.devices.values() if d.project_id == p.id],
                 "reservations": [{
                     "id": r.id, "address": str(r.network), "type": r.type, "tags": list(r.tags),
@@ -258,7 +350,9 @@ class MetalState:
         """Load a seed document and return the ids it got, keyed like the document:
 
             {"projects": [{"name": "lab", "id": "<uuid, optional>",
-                           "devices": [{"hostname": "n1", "id": "...", "bgp_neighbors": [...] }],
+                           "bgp": {"asn": 65000, "md5": "<optional>", "deployment_type": "local"},
+                           "devices": [{"hostname": "n1", "id": "...", "ipv6": false,
+                                        "bgp_sessions": ["ipv4"], "bgp_neighbors": [...] }],
                            "reservations": [{"address": "198.51.100.200/32", "tags": ["eip"],
                                              "assigned_to": "n1"}]}]}
         """
@@ -267,11 +361,18 @@ class MetalState:
         ids: dict[str, Any] = {"projects": {}}
         for project in doc.get("projects", []):
             project_id = self.add_project(str(project["name"]), fixed_id=project.get("id"))
+            bgp = project.get("bgp")
+            if bgp:
+                self.enable_project_bgp(project_id, asn=int(bgp.get("asn", 65000)), md5=bgp.get("md5"),
+                                        deployment_type=str(bgp.get("deployment_type", "local")),
+                                        status=str(bgp.get("status", "enabled")))
             devices: dict[str, str] = {}
             for device in project.get("devices", []):
                 hostname = str(device["hostname"])
                 devices[hostname] = self.add_device(project_id, hostname, fixed_id=device.get("id"),
-                                                    tags=device.get("tags", ()))
+                                                    tags=device.get("tags", ()), ipv6=bool(device.get("ipv6")))
+                for family in device.get("bgp_sessions", ()):
+                    self.add_bgp_session(devices[hostname], str(family))
                 if device.get("bgp_neighbors"):
                     self.set_bgp_neighbors(devices[hostname], device["bgp_neighbors"])
             reservations: dict[str, str] = {}
@@ -319,8 +420,62 @@ class MetalState:
             return self.device_json(self._device(device_id, api=True), "project" in query.get("include", ()))
 
     def bgp_neighbors(self, device_id: str) -> dict[str, Any]:
+        """What a test set, else what Metal would derive (`derived_neighbors`)."""
         with self._lock:
-            return {"bgp_neighbors": [dict(n) for n in self._device(device_id, api=True).bgp_neighbors]}
+            device = self._device(device_id, api=True)
+            if device.bgp_neighbors is not None:
+                return {"bgp_neighbors": [dict(n) for n in device.bgp_neighbors]}
+            return {"bgp_neighbors": self.derived_neighbors(device)}
+
+    def derived_neighbors(self, device: Device) -> list[dict[str, Any]]:
+        """One neighbour per session (IPv4 first) while the project's BGP is enabled: Metal's routers and AS, the
+        project's ASN and MD5 password, multihop, and the device's own address of that family (the private
+        management IPv4, as Metal documents it, or the public IPv6 management address)."""
+        bgp = self.projects[device.project_id].bgp
+        if bgp is None or bgp.status != "enabled":
+            return []
+        neighbours = []
+        for family in BGP_FAMILIES:
+            session = next((s for s in self._sessions_of(device.id) if s.family == family), None)
+            customer_ip = self._bgp_address(device.id, family)
+            if session is None or customer_ip is None:
+                continue
+            default = ("0.0.0.0/0",) if family == "ipv4" else ("::/0",)
+            neighbours.append(typical_bgp_neighbor(
+                customer_ip, customer_as=bgp.asn, peer_as=METAL_PEER_AS, peer_ips=METAL_PEER_IPS[family],
+                multihop=True, md5_password=bgp.md5, routes_in=self._project_routes(device.project_id, family),
+                routes_out=default if session.default_route else ()))
+        return neighbours
+
+    def find_bgp_config(self, project_id: str) -> dict[str, Any]:
+        """`{}` until BGP is enabled ("When BGP configuration is not enabled empty structure is returned")."""
+        with self._lock:
+            project = self._project(project_id, api=True)
+            return {} if project.bgp is None else self.bgp_config_json(project)
+
+    def find_bgp_sessions(self, device_id: str) -> dict[str, Any]:
+        with self._lock:
+            self._session_device(device_id)
+            return {"bgp_sessions": [self.bgp_session_json(s) for s in self._sessions_of(device_id)]}
+
+    def create_bgp_session(self, device_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One session per family, only while the project's BGP is enabled and the device has an address of that
+        family; every refusal is 422 (see metalapi.py's undocumented behaviour)."""
+        family = body.get("address_family")
+        with self._lock:
+            device = self._session_device(device_id)
+            if family not in BGP_FAMILIES:
+                raise MetalError(422, "address_family is required (ipv4 or ipv6)")
+            bgp = self.projects[device.project_id].bgp
+            if bgp is None or bgp.status != "enabled":
+                raise MetalError(422, f"BGP is not enabled on project {device.project_id}")
+            if any(s.family == family for s in self._sessions_of(device_id)):
+                raise MetalError(422, f"Device {device_id} already has session for address family {family}")
+            if self._bgp_address(device_id, family) is None:
+                which = "private IPv4" if family == "ipv4" else "IPv6"
+                raise MetalError(422, f"Device {device_id} has no {which} address for a BGP session")
+            session = self._add_bgp_session(device_id, str(family), bool(body.get("default_route", False)))
+            return self.bgp_session_json(session)
 
     def find_ip_reservations(self, project_id: str, query: Mapping[str, Any],
                              raw_query: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -432,6 +587,27 @@ class MetalState:
                             for a in mine],
         }
 
+    def bgp_config_json(self, project: Project) -> dict[str, Any]:
+        assert project.bgp is not None
+        bgp = project.bgp
+        sessions = [s for s in self.bgp_sessions.values() if self.devices[s.device_id].project_id == project.id]
+        return {
+            "id": bgp.id, "href": f"{BASE}/projects/{project.id}/bgp-config", "status": bgp.status,
+            "deployment_type": bgp.deployment_type, "asn": bgp.asn, "md5": bgp.md5, "max_prefix": bgp.max_prefix,
+            "route_object": "", "ranges": [], "created_at": bgp.created_at, "requested_at": bgp.created_at,
+            "project": {"href": f"{BASE}/projects/{project.id}"},
+            "sessions": [self.bgp_session_json(s) for s in sessions],
+        }
+
+    def bgp_session_json(self, session: BgpSession) -> dict[str, Any]:
+        """Status "unknown" per switch (two): nothing here speaks BGP, and the spec says every status starts so."""
+        return {
+            "id": session.id, "href": f"{BASE}/bgp/sessions/{session.id}", "address_family": session.family,
+            "default_route": session.default_route, "status": "unknown,unknown", "learned_routes": [],
+            "device": {"href": f"{BASE}/devices/{session.device_id}"},
+            "created_at": session.created_at, "updated_at": session.created_at,
+        }
+
     def assignment_json(self, assignment: Assignment) -> dict[str, Any]:
         reservation = self.reservations[assignment.reservation_id]
         parent = reservation.network
@@ -473,6 +649,37 @@ class MetalState:
     def _assignments_of_device(self, device_id: str) -> list[Assignment]:
         return [a for a in self.assignments.values() if a.device_id == device_id]
 
+    def _session_device(self, device_id: str) -> Device:
+        """The device of a BGP session call. The spec documents no 404 for /devices/{id}/bgp/sessions, only 403,
+        so an unknown device is answered 403 (what a device the token cannot see gets)."""
+        device = self.devices.get(device_id)
+        if device is None:
+            raise MetalError(403, "You are not authorized to view this device")
+        return device
+
+    def _sessions_of(self, device_id: str) -> list[BgpSession]:
+        return [s for s in self.bgp_sessions.values() if s.device_id == device_id]
+
+    def _add_bgp_session(self, device_id: str, family: str, default_route: bool) -> BgpSession:
+        session = BgpSession(self.new_id(), device_id, family, default_route, _now())
+        self.bgp_sessions[session.id] = session
+        return session
+
+    def _bgp_address(self, device_id: str, family: str) -> str | None:
+        """The device's own address on a session of `family`: its private management IPv4 or public IPv6."""
+        kind = "private_ipv4" if family == "ipv4" else "public_ipv6"
+        for a in self._assignments_of_device(device_id):
+            reservation = self.reservations[a.reservation_id]
+            if reservation.management and reservation.type == kind:
+                return str(a.address)
+        return None
+
+    def _project_routes(self, project_id: str, family: str) -> list[str]:
+        """`routes_in`, "a list of project subnets": the project's own (non-management) blocks of that family."""
+        version = 4 if family == "ipv4" else 6
+        return [str(r.network) for r in self.reservations.values()
+                if r.project_id == project_id and not r.management and r.network.version == version]
+
     def _reservation_for(self, network: IPNetwork, project_id: str) -> Reservation | None:
         for r in self.reservations.values():
             if r.project_id == project_id and r.network.version == network.version \
@@ -496,9 +703,9 @@ class MetalState:
         self.assignments[assignment.id] = assignment
         return assignment
 
-    def _free_slash31(self, pools: Sequence[IPNetwork]) -> IPNetwork:
+    def _free_subnet(self, pools: Sequence[IPNetwork], prefix: int) -> IPNetwork:
         for pool in pools:
-            for candidate in pool.subnets(new_prefix=31):
+            for candidate in pool.subnets(new_prefix=prefix):
                 if not any(r.network.overlaps(candidate) for r in self.reservations.values()):
                     return candidate
         raise RuntimeError(f"management address pools {', '.join(map(str, pools))} are exhausted")
