@@ -124,6 +124,7 @@ class VipConfig:
 class BgpConfig:
     router_id: ipaddress.IPv4Address | None
     local_as: int
+    local_as_given: bool  # --localAS / bgp_as set: it overrides the local AS the Metal API or annotations give
     peers: tuple[BgpPeer, ...]
     peers_file: Path | None
     peer_pass_file: Path | None
@@ -395,10 +396,6 @@ def _not_available_yet(r: _Reader) -> list[tuple[str, ConfigError]]:
 def _combinations_not_available_yet(r: _Reader, config: Config) -> list[tuple[str, ConfigError]]:
     """Settings valid one by one whose combination this version cannot honour yet."""
     found = []
-    if config.mode is Mode.BGP and config.metal.enabled:
-        feature = "BGP settings from the Equinix Metal API"
-        found.append((feature, r.error("metal", f"with --bgp: {_NOT_YET} ({feature}); give the peers with "
-                                                "--bgppeers and drop --metal")))
     derived = config.bgp.hold_time // 3  # what the speaker (ExaBGP) sends; it has no keepalive setting of its own
     if config.mode is Mode.BGP and r.given("bgpKeepAliveInterval") is not None and config.bgp.keepalive != derived:
         feature = "a keepalive interval other than a third of the hold time"
@@ -550,12 +547,15 @@ def _bgp(r: _Reader, mode: Mode, metal: bool, command: Command, read_files: bool
     if hold and not 0 < keepalive < hold:
         raise r.error("bgpKeepAliveInterval", f"must be between 1 and the hold time ({hold} s) minus one")
     annotations = r.get("annotations", parsers.parse_dns_subdomain)
+    if annotations is not None and mode is not Mode.BGP:
+        raise r.error("annotations", "BGP settings from node annotations need --bgp (bgp_enable=true)")
 
     if mode is Mode.BGP and command is not Command.RBAC and not (peers or peers_file or annotations or metal):
         raise r.error("bgp", "no BGP peer: give --bgppeers, --peerAddress, --annotations or --metal")
     return BgpConfig(
         router_id=r.get("bgpRouterID", parsers.parse_ipv4),
         local_as=local_as,
+        local_as_given=r.given("localAS") is not None,
         peers=tuple(peers),
         peers_file=peers_file,
         peer_pass_file=pass_file,

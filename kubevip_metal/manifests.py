@@ -158,7 +158,8 @@ def _bgp_environment(b: _PodBuilder) -> None:
     b.set("bgp", "true")
     if bgp.router_id is not None:
         b.set("bgpRouterID", str(bgp.router_id))
-    b.set("localAS", str(bgp.local_as))
+    if bgp.local_as_given:  # left out, the Metal API's or the annotations' local AS applies (else 65000)
+        b.set("localAS", str(bgp.local_as))
     # a single peer whose password is in a file stays separate (bgp_peeraddress + bgp_peerpass_file)
     listed = bgp.peers[:-1] if bgp.peer_pass_file is not None else bgp.peers
     if listed:

@@ -96,7 +96,6 @@ def _later(feature: str) -> dict[str, object]:
 
 
 _SERVICES = _later("Services of type LoadBalancer")
-_ANNOTATIONS = _later("BGP settings from node annotations")
 _ETCD = _later("etcd leader election")
 
 OPTIONS: tuple[Option, ...] = (
@@ -158,7 +157,7 @@ OPTIONS: tuple[Option, ...] = (
     _flag("multihop", Group.BGP, "Enable eBGP multihop with the single peer", "bgp_multihop",
           aliases=("--multiHop",), **_B),
     _flag("annotations", Group.BGP, "Wait for and use BGP settings from node annotations with this prefix "
-          "(e.g. metal.equinix.com)", "annotation", aliases=("--annotaions",), metavar="PREFIX", **_ANNOTATIONS),
+          "(e.g. metal.equinix.com)", "annotation", aliases=("--annotaions",), metavar="PREFIX"),
     _flag("sourceIP", Group.BGP, "Source address of the BGP sessions", "bgp_sourceip", metavar="IP"),
     _flag("sourceIF", Group.BGP, "Source interface of the BGP sessions", "bgp_sourceif", metavar="IFACE"),
     _flag("bgpHoldTimer", Group.BGP, "BGP hold time in seconds (0 or 3-65535)", "bgp_hold_time", default="30",

@@ -23,6 +23,7 @@ from kubevip_metal.config import Config, ConfigError, Mode, build_config
 from kubevip_metal.daemon.daemon import Daemon
 from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.daemon.modes import MODES, ModeSpec
+from kubevip_metal.errors import NotReady
 from kubevip_metal.kubeclient import build_api_client
 from kubevip_metal.manager import configure_logging
 from kubevip_metal.metal.client import Device, Reservation
@@ -82,6 +83,7 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "kubernetesAddr": (ARP, ["--kubernetesAddr", "https://127.0.0.1:6443"]),
     "log-level": (ARP, ["--log-level", "debug"]),
     "log-format": (ARP, ["--log-format", "json"]),
+    "annotations": (BGP, ["--annotations", "metal.equinix.com"]),
 }
 # no runnable configuration lacks these: the daemon must read the field they set
 WITHOUT_BASE: dict[str, tuple[list[str], str]] = {
@@ -103,7 +105,6 @@ NOT_YET_SAMPLES: dict[str, list[str]] = {
     "serviceInterface": ["--serviceInterface", "eth1"],
     "servicesLeaseName": ["--servicesLeaseName", "svc-lock"],
     "leaderElectionType": ["--leaderElectionType", "etcd", "--etcdEndpoints", "127.0.0.1:2379"],
-    "annotations": ["--annotations", "metal.equinix.com"],
     "ddns": ["--ddns"],
     "etcdEndpoints": ["--etcdEndpoints", "127.0.0.1:2379"], "etcdCACert": ["--etcdCACert", "/etc/ca.pem"],
     "etcdCert": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
@@ -113,8 +114,7 @@ NOT_YET_SAMPLES: dict[str, list[str]] = {
     "lbClassNameLegacyHandling": ["--lbClassNameLegacyHandling=false"],
     "prometheusHTTPServer": ["--prometheusHTTPServer", ":2112"], "healthCheckPort": ["--healthCheckPort", "8080"],
 }
-NOT_YET_BASE = {"ddns": ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"],
-                "annotations": BGP}
+NOT_YET_BASE = {"ddns": ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"]}
 
 
 def _config(argv: list[str], refuse: bool = True) -> Config:
@@ -146,10 +146,10 @@ def test_refusal_is_one_line_and_exit_2_and_env_is_named() -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == ['kube-vip-metal: error: --healthCheckPort "8080": not available yet in '
                                           "kube-vip-metal 0.1.0 (The /healthz endpoint); remove it or set it to 0"]
-    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "annotation": "metal.equinix.com"}
+    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "svc_enable": "true"}
     result = run_cli(["manager", "--controlplane", "--leaderElection", "--address", "192.0.2.10"], env)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith('kube-vip-metal: error: annotation "metal.equinix.com": not available yet')
+    assert result.stderr.startswith('kube-vip-metal: error: svc_enable "true": not available yet')
     assert "s3cret" not in result.stderr
 
 
@@ -168,8 +168,6 @@ def test_manifest_renders_them_with_one_warning_per_feature() -> None:
     assert warnings == [
         "kube-vip-metal: warning: --services: not available yet in kube-vip-metal 0.1.0 (Services of type "
         "LoadBalancer); the manager refuses this manifest until it is",
-        "kube-vip-metal: warning: --annotations: not available yet in kube-vip-metal 0.1.0 (BGP settings from node "
-        "annotations); the manager refuses this manifest until it is",
         "kube-vip-metal: warning: --healthCheckPort: not available yet in kube-vip-metal 0.1.0 (The /healthz "
         "endpoint); the manager refuses this manifest until it is",
     ]
@@ -237,7 +235,7 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     deps = Dependencies(api_client=lambda: "api", addresses=addresses, metal_client=lambda: _FakeMetal(),
                         lease_lock=lambda api, namespace, name: MemoryStore().client("n1"))
     announcer = RecordingAnnouncer()
-    modes = {mode: ModeSpec(lambda a, v: "eth0", lambda _c, _d, _p: [announcer]) for mode in Mode}
+    modes = {mode: ModeSpec(lambda a, v: "eth0", lambda _c, _d, _p, _a: [announcer]) for mode in Mode}
     daemon = Daemon(recorded, deps, modes)
     try:
         daemon.start()
@@ -245,13 +243,16 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     finally:
         daemon.stop()
     if config.mode is Mode.ARP:  # the real ARP mode's announcer is built (it sends nothing until told to)
-        for built in MODES[Mode.ARP].announcers(recorded, deps, lambda _vip: None):
+        for built in MODES[Mode.ARP].announcers(recorded, deps, lambda _vip: None, lambda: None):
             built.close()
     if config.mode is Mode.BGP:  # the speaker's settings, built by the real mode (the speaker itself is a fake)
         bgp_deps = dataclasses.replace(deps, bgp_speaker=RecordingSpeaker,
                                        bgp_resolver=_FakeResolver())
-        for built in MODES[Mode.BGP].announcers(recorded, bgp_deps, lambda _vip: None):
-            built.close()
+        try:
+            for built in MODES[Mode.BGP].announcers(recorded, bgp_deps, lambda _vip: None, lambda: None):
+                built.close()
+        except NotReady:
+            pass  # --annotations: the prefix was read, and the fake API client has no Node to read it from
     if config.mode is Mode.METAL_EIP:
         metal_client(recorded)
         elastic_ip(recorded, cast(Any, _FakeMetal()))
@@ -310,7 +311,10 @@ def test_the_keepalive_is_a_third_of_the_hold_time_or_refused() -> None:
     assert _config([*BGP, "--bgpHoldTimer", "90"]).bgp.hold_time == 90  # the default keepalive is not a choice
 
 
-def test_bgp_combinations_not_available_yet_are_refused() -> None:
+def test_bgp_combinations() -> None:
     assert not _config([a for a in BGP if a != "--leaderElection"]).control_plane_elects  # every healthy node
-    with pytest.raises(ConfigError, match="BGP settings from the Equinix Metal API"):
-        _config([*BGP, "--metal", "--metalKey", "t", "--metalProject", "p"])
+    on_metal = _config([*BGP, "--metal", "--metalKey", "t", "--metalProject", "p"])  # peers from the Metal API too
+    assert on_metal.mode is Mode.BGP and on_metal.metal.enabled
+    with pytest.raises(ConfigError, match=r'--annotations "metal.equinix.com": BGP settings from node annotations '
+                                          r'need --bgp'):
+        _config([*ARP, "--annotations", "metal.equinix.com"])

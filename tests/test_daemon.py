@@ -48,7 +48,7 @@ class Node:
 
     def modes(self) -> dict[Mode, ModeSpec]:
         return {Mode.ARP: ModeSpec(lambda addresses, version: addresses.default_route_interface(version),
-                                   lambda _config, _deps, _priority: [self.announcer])}
+                                   lambda _config, _deps, _priority, _api: [self.announcer])}
 
     def _api_client(self) -> Any:
         self.api_calls += 1
@@ -280,7 +280,7 @@ def test_stop_while_start_waits_on_the_outside_world_starts_nothing_after() -> N
     entered, release = threading.Event(), threading.Event()
     late = RecordingAnnouncer()
 
-    def slow_announcers(_config: Config, _deps: Dependencies, _priority: Any) -> list[Any]:
+    def slow_announcers(_config: Config, _deps: Dependencies, _priority: Any, _api: Any) -> list[Any]:
         entered.set()
         release.wait(5)
         return [late]

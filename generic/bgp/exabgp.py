@@ -203,14 +203,17 @@ def plan_neighbors(settings: SpeakerSettings, resolver: Resolver) -> tuple[Neigh
     """Every peer's neighbour definition, with its local address decided here, never left to ExaBGP: a neighbour
     rendered `local-address auto` learns its address only when it connects, and after a reload (SIGUSR1) the
     kept neighbour's new definition has none, so ExaBGP fails every `next-hop self` command for it. Precedence:
-    `source_ip` (its family), then `source_if`'s address (an error now if it has none for the family), then the
-    kernel's source address towards the peer (`auto` only if there is no route to it yet: logged)."""
+    the peer's own `local_address` (what the Metal API or the CCM's annotations said), `source_ip` (its family),
+    then `source_if`'s address (an error now if it has none for the family), then the kernel's source address
+    towards the peer (`auto` only if there is no route to it yet: logged)."""
     by_family: dict[int, IPAddress | None] = {}
     neighbors = []
     for peer in settings.peers:
         family = peer.address.version
         local: IPAddress | None
-        if settings.source_ip is not None and settings.source_ip.version == family:
+        if peer.local_address is not None:
+            local = peer.local_address
+        elif settings.source_ip is not None and settings.source_ip.version == family:
             local = settings.source_ip
         elif settings.source_if is not None:
             if family not in by_family:

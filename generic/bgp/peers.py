@@ -42,6 +42,7 @@ class BgpPeer:
     multihop: bool = False
     port: int = DEFAULT_BGP_PORT
     source: PeerSource = PeerSource.FLAG
+    local_address: IPAddress | None = None  # this node's address on the session, when the source says (Metal, CCM)
 
 
 class PeerListError(ValueError):

@@ -73,7 +73,7 @@ class Daemon:
         with self._step():
             self.vips.start()
         if not self._announcing:
-            announcers = self.mode.announcers(self.config, self.deps, self._med)  # may wait on the Metal API
+            announcers = self.mode.announcers(self.config, self.deps, self._med, self._api)  # may wait on the APIs
             try:
                 with self._step():
                     self.vips.attach(announcers)
@@ -82,10 +82,7 @@ class Daemon:
                 for announcer in announcers:
                     announcer.close()
                 raise
-        if self.api is None:
-            api = self.deps.api_client()
-            with self._step():
-                self.api = api
+        self._api()
         election = self.config.election
         with self._step():
             if self.config.control_plane_elects:
@@ -94,6 +91,16 @@ class Daemon:
                 self.control_plane.follow_health(self.deps.health_probe(self.api))
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
+
+    def _api(self) -> Any:
+        """The one Kubernetes API client of the process, made on first use (the BGP annotation source may need it
+        before the election does)."""
+        if self.api is None:
+            api = self.deps.api_client()
+            with self._step():
+                if self.api is None:
+                    self.api = api
+        return self.api
 
     def _med(self, vip: Vip) -> int | None:
         """A term-ordered MED for the control-plane VIP: each new leadership term advertises a lower one, so a

@@ -8,6 +8,9 @@ A mode is where the address is held when `--interface` is not given, plus the an
 | Metal EIP   | `lo` (Metal routes the EIP to us)      | the Elastic IP assignment (Metal API)   |
 | BGP         | `lo` (the router routes it to us)      | host routes through the BGP speaker     |
 
+In BGP mode the speaker's peers come from the flags, plus the Metal API (`--metal`) and this node's annotations
+(`--annotations`), and follow those sources live (kubevip_metal.peering).
+
 A mode missing from the table is a `FatalError`, never a silent no-op.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from generic.addresses import Addresses, Vip
 from generic.announce import Announcer, GarpAnnouncer
@@ -23,6 +27,7 @@ from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.errors import FatalError
 
 Priority = Callable[[Vip], int | None]  # a VIP's MED now: lower for a newer leadership term (None: no MED)
+ApiClient = Callable[[], Any]  # the daemon's one Kubernetes API client (made on first call)
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class ModeSpec:
     announcers are built (which may need the outside world: the Metal API; `NotReady` until it answers)."""
 
     default_interface: Callable[[Addresses, int], str | None]  # (addresses, IP version) -> interface
-    announcers: Callable[[Config, Dependencies, Priority], list[Announcer]]
+    announcers: Callable[[Config, Dependencies, Priority, ApiClient], list[Announcer]]
 
 
 def _default_route(addresses: Addresses, version: int) -> str | None:
@@ -42,12 +47,12 @@ def _loopback(_addresses: Addresses, _version: int) -> str:
     return "lo"
 
 
-def _arp(config: Config, deps: Dependencies, _priority: Priority) -> list[Announcer]:
+def _arp(config: Config, deps: Dependencies, _priority: Priority, _api: ApiClient) -> list[Announcer]:
     follow_up = config.election.timers.renew_deadline + 0.5
     return [GarpAnnouncer(config.vip.arp_rate_ms / 1000, deps.addresses, clock=deps.clock, follow_up=follow_up)]
 
 
-def _metal_eip(config: Config, deps: Dependencies, _priority: Priority) -> list[Announcer]:
+def _metal_eip(config: Config, deps: Dependencies, _priority: Priority, _api: ApiClient) -> list[Announcer]:
     from kubevip_metal.metal.announcer import ElasticIpAnnouncer
     from kubevip_metal.metal.setup import elastic_ip
 
@@ -56,13 +61,26 @@ def _metal_eip(config: Config, deps: Dependencies, _priority: Priority) -> list[
     return [announcer]
 
 
-def _bgp(config: Config, deps: Dependencies, priority: Priority) -> list[Announcer]:
+def _bgp(config: Config, deps: Dependencies, priority: Priority, api: ApiClient) -> list[Announcer]:
+    """The speaker with the flags' peers, or, with --annotations / --metal, with peers that follow those sources
+    (NotReady until each source has given something to peer with)."""
     from generic.bgp.announcer import BgpAnnouncer
     from generic.bgp.exabgp import KernelResolver
-    from kubevip_metal.daemon.bgp import speaker_settings
+    from kubevip_metal.daemon.bgp import discovered_sources, flag_settings, settings_maker, speaker_settings
 
     resolver = deps.bgp_resolver or KernelResolver()
-    return [BgpAnnouncer(deps.bgp_speaker(speaker_settings(config, resolver)), med=priority)]
+    sources = discovered_sources(config, api, deps.metal_client)
+    if not sources:
+        return [BgpAnnouncer(deps.bgp_speaker(speaker_settings(config, resolver)), med=priority)]
+    from kubevip_metal.peering.controller import PeeredSpeaker, Peering
+
+    peering = Peering(flag_settings(config), sources, settings_maker(config, resolver))
+    try:
+        settings = peering.initial()
+    except BaseException:
+        peering.close()
+        raise
+    return [BgpAnnouncer(PeeredSpeaker(deps.bgp_speaker(settings), peering), med=priority)]
 
 
 MODES: Mapping[Mode, ModeSpec] = {Mode.ARP: ModeSpec(_default_route, _arp),

@@ -37,7 +37,7 @@ from generic.bgp.peers import BgpPeer, PeerSource
 from generic.logfmt import get_logger
 from kubevip_metal.metal.client import BgpNeighbor, Device, MetalClient, ProjectBgpConfig
 from kubevip_metal.metal.retry import MetalApiError
-from kubevip_metal.metal.setup import MetalSetupFatal, MetalSetupPending, _classify
+from kubevip_metal.metal.setup import MetalSetupFatal, MetalSetupPending, classify
 from kubevip_metal.peering.settings import Discovered, PeeringError
 
 log = get_logger("kubevip_metal.metal")
@@ -61,7 +61,7 @@ def discover_bgp(client: MetalClient, project_id: str, device: Device, families:
         _ensure_sessions(client, device, wanted)
         neighbours = client.bgp_neighbors(device.id)
     except MetalApiError as exc:
-        raise _classify(exc) from None
+        raise classify(exc) from None
     _require_neighbours(neighbours, wanted, device)
     found = _discovered(neighbours, device)
     log.info("metal.bgp_discovered", device=device.id, families=sorted({n.family for n in neighbours}),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator, write_kubeconfig
 
@@ -30,7 +30,13 @@ class ApiBackend(Protocol):
 
     def reset_request_counts(self) -> None: ...
 
+    def admin_client(self) -> Any:
+        """An official `kubernetes.client.ApiClient` with cluster-admin rights, for a test's own writes (Nodes)."""
+
     def stop(self) -> None: ...
+
+
+ADMIN_TOKEN = "tok-admin"  # the emulator's test identity, not a credential
 
 
 class EmulatorBackend:
@@ -41,7 +47,8 @@ class EmulatorBackend:
         self.thread: EmulatorThread | None = None
 
     def start(self, nodes: list[str], node_socket: socket.socket) -> str:
-        self.emulator = KubeApiEmulator({f"tok-{node}": node for node in nodes})
+        tokens = {f"tok-{node}": node for node in nodes} | {ADMIN_TOKEN: "admin"}
+        self.emulator = KubeApiEmulator(tokens)
         self.thread = EmulatorThread(self.emulator, listen=[("127.0.0.1", 0)], sockets=[node_socket])
         self.thread.start()
         return self.thread.urls[-1]
@@ -70,6 +77,16 @@ class EmulatorBackend:
     def reset_request_counts(self) -> None:
         assert self.emulator is not None
         self.emulator.reset_request_counts()
+
+    def admin_client(self) -> Any:
+        from kubernetes import client
+
+        assert self.thread is not None
+        configuration = client.Configuration()
+        configuration.host = self.thread.urls[0]  # loopback
+        configuration.api_key = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+        configuration.retries = False
+        return client.ApiClient(configuration)
 
     def stop(self) -> None:
         if self.thread is not None:

@@ -106,7 +106,8 @@ class LabCluster:
 
         emulator = MetalApiEmulator(METAL_TOKEN, validate=None)  # validated when openapi-core is installed
         self.metal_project = emulator.add_project("kube-vip-metal-lab")
-        self.metal_devices = {node: emulator.add_device(self.metal_project, node) for node in self.nodes}
+        self.metal_devices = {node: emulator.add_device(self.metal_project, node, private_ipv4=self.rig.ipv4(node))
+                              for node in self.nodes}  # the private address is the node's: BGP's customer_ip
         emulator.add_reservation(self.metal_project, f"{self.vip}/32", ("kube-vip-metal-lab",))
         sock = self.rig.listen_socket("router", self.rig.ipv4("router"), METAL_PORT)
         self.metal_api = MetalEmulatorThread(emulator, listen=(), sockets=[sock])
@@ -114,6 +115,12 @@ class LabCluster:
         key = self.workdir / "metal-token"
         key.write_text(METAL_TOKEN)
         key.chmod(0o600)
+
+    def enable_metal_bgp(self, asn: int = 65000, md5: str | None = None) -> None:
+        """Local BGP on the lab's Metal project (`metal project bgp-enable`): each device's neighbours are then
+        Metal's two peers 169.254.255.1 and .2 in AS 65530, once its session exists."""
+        assert self.metal_api is not None, "the lab runs without --metal"
+        self.metal_api.emulator.enable_project_bgp(self.metal_project, asn=asn, md5=md5)
 
     def eip_holders(self) -> list[str]:
         """Nodes whose device holds the Elastic IP in the Metal emulator."""
@@ -149,10 +156,11 @@ class LabCluster:
         lease, renew, retry = self.timers
         router = self.rig.ipv4("router")
         mode = ["--arp", "--interface", "eth0"] if self.mode_args is None else self.mode_args
-        if self.metal:  # the Elastic IP mode: VIP on lo, EIP moved through the API; metadata unreachable here
+        if self.metal:  # the Elastic IP mode (or, with mode_args, e.g. --bgp: peers from the Metal API); the
+            # metadata service is unreachable here, so the device is found by host name
             mode = ["--metal", "--metalKeyFile", str(self.workdir / "metal-token"), "--metalProjectID",
                     self.metal_project, "--metalAPIURL", f"http://{router}:{METAL_PORT}/metal/v1",
-                    "--metalMetadataURL", f"http://{router}:9/metadata"]
+                    "--metalMetadataURL", f"http://{router}:9/metadata", *(self.mode_args or [])]
         return [sys.executable, "-m", "kubevip_metal", "manager", "--controlplane", *mode, "--address", self.vip,
                 "--k8sConfigPath", str(self.kubeconfig(node)), "--nodeName", node,
                 "--leaseDuration", f"{lease:g}", "--leaseRenewDuration", f"{renew:g}", "--leaseRetry", f"{retry:g}",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 
@@ -78,6 +79,9 @@ class RealApiBackend:
     def reset_request_counts(self) -> None:
         assert self.proxy is not None
         self.proxy.requests.reset()
+
+    def admin_client(self) -> Any:
+        return self.server.client()
 
     def stop(self) -> None:
         if self._thread is not None:
