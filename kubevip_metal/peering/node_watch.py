@@ -62,7 +62,7 @@ class NodeWatch:
 
     def _run(self) -> None:
         retrying = tenacity.Retrying(
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=10.0, jitter=0.2),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2),
             stop=lambda _state: self._stop.is_set(),
             sleep=self._pause,
             retry=tenacity.retry_if_exception_type(Exception),
