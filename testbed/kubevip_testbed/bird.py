@@ -80,10 +80,15 @@ class Bird:
     """A BIRD 2 instance in `role`'s namespace, in AS `asn`, listening for BGP on `port`."""
 
     def __init__(self, rig: Rig, role: str = "router", *, peers: Sequence[BirdPeer] = (), asn: int = 65000,
-                 port: int = 179, hold_time: int = 9, merge_paths: bool = True, prefer_older: bool = False) -> None:
+                 port: int = 179, hold_time: int = 9, merge_paths: bool = True, prefer_older: bool = False,
+                 static_routes: Sequence[tuple[str, str]] = ()) -> None:
         """`merge_paths`: equally good routes go to the kernel as one ECMP route (off: the best one only).
         `prefer_older`: of two otherwise equal eBGP routes the older wins (FRR's tie-break) instead of the one from
-        the lower router ID (BIRD's default); either way a lower MED wins first."""
+        the lower router ID (BIRD's default); either way a lower MED wins first.
+        `static_routes`: (prefix, gateway) pairs in BIRD's own table only (never exported to the kernel), for a
+        BIRD whose connected network does not hold its multihop peers, e.g. behind the router:
+        `[("198.51.100.0/24", rig.routed["far"].router_ipv4)]`; the next hop a peer sends (its own address)
+        resolves recursively through them."""
         self.rig = rig
         self.role = role
         self.asn = asn
@@ -91,6 +96,8 @@ class Bird:
         self.hold_time = hold_time
         self.merge_paths = merge_paths
         self.prefer_older = prefer_older
+        self.static_routes = tuple((str(ipaddress.ip_network(prefix)), str(ipaddress.ip_address(gateway)))
+                                   for prefix, gateway in static_routes)
         self.peers = tuple(peers)
         self.dir = Path(tempfile.mkdtemp(prefix=f"kvm-bird-{role}-"))
         self.config = self.dir / "bird.conf"
@@ -101,20 +108,25 @@ class Bird:
     # -- configuration
 
     def render(self) -> str:
-        host = self.rig.host(self.role)
+        own4, own6 = self.rig.ipv4(self.role), self.rig.ipv6(self.role)
         keepalive = max(1, self.hold_time // 3)
         lines = [
             f"log {_quote(str(self.log_file))} all;",
-            f"router id {host.ipv4};",
+            f"router id {own4};",
             "protocol device { scan time 10; }",
             # connected networks, for the recursive next-hop lookup of multihop sessions; never exported
             'protocol direct { ipv4; ipv6; interface "eth0"; }',
             *(f"protocol kernel kernel{v} {{ ipv{v} {{ import none; export where source = RTS_BGP; }}; "
               f"merge paths {'on' if self.merge_paths else 'off'}; }}" for v in (4, 6)),
         ]
+        for version in (4, 6):
+            routes = [f"route {prefix} via {gateway};" for prefix, gateway in self.static_routes
+                      if ipaddress.ip_network(prefix).version == version]
+            if routes:
+                lines.append(f"protocol static static{version} {{ ipv{version}; " + " ".join(routes) + " }")
         for peer in self.peers:
             v6 = ipaddress.ip_address(peer.address).version == 6
-            local = host.ipv6 if v6 else host.ipv4
+            local = own6 if v6 else own4
             channel = "ipv6" if v6 else "ipv4"
             body = [
                 f"local {local} port {self.port} as {self.asn};",
@@ -248,6 +260,21 @@ class Bird:
                     out.add(ipaddress.ip_network(word, strict=False))
                 except ValueError:
                     continue
+        return out
+
+    def bgp_next_hops(self, prefix: str | Network) -> dict[str, str]:
+        """Who sent BIRD a route for `prefix`, and with which BGP next hop: protocol name -> `BGP.next_hop`
+        (`show route <prefix> all`). Unlike the kernel FIB, this names the speaker behind a multihop session,
+        whose route the kernel has via the first hop."""
+        out: dict[str, str] = {}
+        protocol = ""
+        for line in self.birdc("show", "route", str(ipaddress.ip_network(prefix)), "all").splitlines():
+            words = line.split()
+            opening = next((w for w in words if w.startswith("[")), None)
+            if opening is not None and not line.startswith("\t"):  # a route's first line; attributes are indented
+                protocol = opening.lstrip("[")
+            elif words[:1] == ["BGP.next_hop:"] and protocol:
+                out[protocol] = words[1]
         return out
 
     # -- the namespace's kernel FIB

@@ -36,6 +36,8 @@ class Rig:
 
     def __init__(self, nodes: int = 3, prefix: str | None = None, *, grace: float = 1.0) -> None:
         self.hosts = topology.plan(nodes)
+        self.routed: dict[str, topology.RoutedHost] = {}  # namespaces behind the router (add_routed_host)
+        self._added: list[str] = []  # hosts added while up (add_lan_host), removed again at down()
         self.node_names = [f"n{i}" for i in range(1, nodes + 1)]
         self.prefix = names.check_prefix(prefix) if prefix is not None else names.new_prefix()
         self.grace = grace  # seconds between SIGTERM and SIGKILL at teardown
@@ -52,7 +54,7 @@ class Rig:
 
     @property
     def roles(self) -> list[str]:
-        return [*self.hosts, topology.SWITCH]
+        return [*self.hosts, *self.routed, topology.SWITCH]
 
     @property
     def namespaces(self) -> list[str]:
@@ -60,7 +62,7 @@ class Rig:
 
     def ns(self, role: str) -> str:
         """The namespace name of `role` ("n1".., "client", "router", "sw")."""
-        if role != topology.SWITCH and role not in self.hosts:
+        if role != topology.SWITCH and role not in self.hosts and role not in self.routed:
             raise ValueError(f"no role {role!r} in this rig; roles are {', '.join(self.roles)}")
         return f"{self.prefix}-{role}"
 
@@ -70,10 +72,11 @@ class Rig:
         return self.hosts[role]
 
     def ipv4(self, role: str) -> str:
-        return self.host(role).ipv4
+        """`role`'s address: on the LAN, or for a host behind the router its end of its link."""
+        return self.routed[role].ipv4 if role in self.routed else self.host(role).ipv4
 
     def ipv6(self, role: str) -> str:
-        return self.host(role).ipv6
+        return self.routed[role].ipv6 if role in self.routed else self.host(role).ipv6
 
     def mac(self, role: str) -> str:
         return self.host(role).mac
@@ -129,6 +132,10 @@ class Rig:
         hard += teardown_namespaces(present, self.grace)
         guard.untrack(self)
         self._blocks.clear()
+        for role in self._added:  # back to the rig as planned: a later up() builds exactly that
+            self.hosts.pop(role, None)
+        self._added.clear()
+        self.routed.clear()
         was_up, self._up = self._up, False
         if was_up or procs or present:
             self.timings["down"] = time.monotonic() - started
@@ -141,6 +148,67 @@ class Rig:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.down()
+
+    # -- hosts added to a running rig
+
+    def add_lan_host(self, role: str, number: int) -> topology.Host:
+        """One more host on the LAN of a rig that is up, e.g. a second router `add_lan_host("router2", 2)` at
+        198.51.100.2 / 2001:db8:100::2 / 02:00:00:00:00:02, with its bridge port (so `link_down` works) and
+        default routes via the router, like the client. Removed with the rig; `down()` forgets it."""
+        with self._lock:
+            if not self._up:
+                raise RigError("add_lan_host needs a rig that is up")
+            topology.check_added_role(role, self.roles)
+            used = {host.number for host in self.hosts.values()}
+            if not 2 <= number <= 254 or number in used:
+                raise ValueError(f"host number {number}: pick a free one in 2-254 (used: {sorted(used)})")
+            host = topology.Host(role, number)
+            self.hosts[role] = host
+            self._added.append(role)
+        try:
+            netns.ip_batch(topology.lan_host_lines(self.ns, host))
+            netns.write_sysctls(self.ns(role), topology.sysctls(host))
+            netns.ip_batch([f"link set {host.port} master {topology.BRIDGE} up"], netns=self.ns(topology.SWITCH))
+            netns.ip_batch(topology.host_lines(host), netns=self.ns(role))
+        except BaseException:
+            self._remove_added(role)
+            raise
+        log.info("rig.host_added", prefix=self.prefix, role=role, ipv4=host.ipv4)
+        return host
+
+    def add_routed_host(self, role: str) -> topology.RoutedHost:
+        """A namespace behind the router, on a link of its own (see `topology.RoutedHost`): the nodes reach it
+        only through the router, two hops away. `ipv4(role)`, `ns(role)`, `run(role, ...)` and `spawn` work for
+        it; it has no bridge port. Removed with the rig; `down()` forgets it."""
+        with self._lock:
+            if not self._up:
+                raise RigError("add_routed_host needs a rig that is up")
+            topology.check_added_role(role, self.roles)
+            links = {host.link for host in self.routed.values()}
+            free = next((k for k in range(topology.MAX_ROUTED) if k not in links), None)
+            if free is None:
+                raise RigError(f"a rig has at most {topology.MAX_ROUTED} routed hosts")
+            host = topology.RoutedHost(role, free)
+            self.routed[role] = host
+        try:
+            netns.ip_batch(topology.routed_create_lines(self.ns, host))
+            netns.write_sysctls(self.ns(role), topology.routed_sysctls())
+            netns.ip_batch(topology.routed_router_lines(host), netns=self.ns(topology.ROUTER))
+            netns.ip_batch(topology.routed_host_lines(host), netns=self.ns(role))
+        except BaseException:
+            self._remove_added(role)
+            raise
+        log.info("rig.routed_host_added", prefix=self.prefix, role=role, ipv4=host.ipv4, via=host.router_ipv4)
+        return host
+
+    def _remove_added(self, role: str) -> None:
+        """Undo a half-built added host: its namespace (and so its veth pair) and its bookkeeping."""
+        teardown_namespaces([self.ns(role)], self.grace)
+        with self._lock:
+            self.routed.pop(role, None)
+            if role in self._added:
+                self._added.remove(role)
+                self.hosts.pop(role, None)
 
     # -- processes and sockets inside a namespace
 

@@ -8,7 +8,7 @@ so a capture or a neighbour table reads at a glance: n1 = .11 = 2001:db8:100::11
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 LAN4 = "198.51.100.0/24"
@@ -108,3 +108,87 @@ def host_lines(host: Host) -> list[str]:
         router = Host(ROUTER, ROUTER_NUMBER)
         lines += [f"route add default via {router.ipv4}", f"route add ::/0 via {router.ipv6}"]
     return lines
+
+
+# -- hosts added to a running rig (Rig.add_lan_host, Rig.add_routed_host)
+
+ROUTED4 = "192.0.2.0/24"  # TEST-NET-1: the links behind the router, a /30 each
+ROUTED6 = "2001:db8:200::/48"
+MAX_ROUTED = 64  # /30 links in ROUTED4
+_ADDED_ROLE_MAX = 13  # the router's end of a routed host's link is `r-<role>`, and interface names have 15
+
+
+def check_added_role(role: str, taken: Collection[str]) -> str:
+    """A role for a host added to a running rig: lowercase letters and digits, starting with a letter (the
+    namespace name must keep the rig's `<prefix>-<role>` shape, so stale-namespace clean-up still knows it)."""
+    if not (role.isascii() and role.isalnum() and role.islower() and role[:1].isalpha()
+            and len(role) <= _ADDED_ROLE_MAX):
+        raise ValueError(f"role {role!r}: use 1-{_ADDED_ROLE_MAX} lowercase letters or digits, starting with a letter")
+    if role in taken or role == SWITCH:
+        raise ValueError(f"role {role!r} exists already in this rig")
+    return role
+
+
+def lan_host_lines(ns: Callable[[str], str], host: Host) -> list[str]:
+    """Run in the root namespace: one more host's namespace and its veth pair, its other end in `sw`."""
+    return [f"netns add {ns(host.role)}",
+            f"link add {IFNAME} netns {ns(host.role)} address {host.mac} type veth peer name {host.port} "
+            f"netns {ns(SWITCH)}"]
+
+
+@dataclass(frozen=True)
+class RoutedHost:
+    """A namespace behind the router, on a point-to-point veth link of its own: `eth0` here, `r-<role>` in the
+    router. Link k is 192.0.2.4k/30 (the router .4k+1, this host .4k+2) and 2001:db8:200:k::/64 (::1, ::2),
+    so the nodes reach it only through the router's forwarding (two hops: a TTL of 1 expires at the router)."""
+
+    role: str
+    link: int
+
+    @property
+    def ipv4(self) -> str:
+        return f"192.0.2.{4 * self.link + 2}"
+
+    @property
+    def ipv6(self) -> str:
+        return f"2001:db8:200:{self.link:x}::2"
+
+    @property
+    def router_ipv4(self) -> str:
+        return f"192.0.2.{4 * self.link + 1}"
+
+    @property
+    def router_ipv6(self) -> str:
+        return f"2001:db8:200:{self.link:x}::1"
+
+    @property
+    def router_ifname(self) -> str:
+        return f"r-{self.role}"
+
+
+def routed_create_lines(ns: Callable[[str], str], host: RoutedHost) -> list[str]:
+    """Run in the root namespace: the routed host's namespace and its link to the router."""
+    return [f"netns add {ns(host.role)}",
+            f"link add {IFNAME} netns {ns(host.role)} type veth peer name {host.router_ifname} netns {ns(ROUTER)}"]
+
+
+def routed_router_lines(host: RoutedHost) -> list[str]:
+    """Run in the router: its end of the link, up and addressed (the router forwards already)."""
+    return [f"link set {host.router_ifname} up",
+            f"addr add {host.router_ipv4}/30 dev {host.router_ifname}",
+            f"addr add {host.router_ipv6}/64 dev {host.router_ifname} nodad"]
+
+
+def routed_host_lines(host: RoutedHost) -> list[str]:
+    """Run in the routed host: loopback, eth0, its addresses, default routes via the router's end of the link."""
+    return ["link set lo up",
+            f"link set {IFNAME} up",
+            f"addr add {host.ipv4}/30 dev {IFNAME}",
+            f"addr add {host.ipv6}/64 dev {IFNAME} nodad",
+            f"route add default via {host.router_ipv4}",
+            f"route add ::/0 via {host.router_ipv6}"]
+
+
+def routed_sysctls() -> dict[str, str]:
+    """No DAD on the routed host (addresses usable at once)."""
+    return {f"net/ipv6/conf/{dev}/accept_dad": "0" for dev in ("all", "default", IFNAME)}
