@@ -52,6 +52,8 @@ class BirdPeer:
     password: str | None = None
     multihop: bool = False
     passive: bool = True  # wait for the speaker to connect (ExaBGP dials out); False: BIRD dials too
+    local: str | None = None  # the router's address on this session (default: its own on the LAN), e.g. a loopback
+    local_asn: int | None = None  # the router's AS on this session (default: the BIRD's), as Metal's two routers
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,10 @@ class Bird:
                 lines.append(f"protocol static static{version} {{ ipv{version}; " + " ".join(routes) + " }")
         for peer in self.peers:
             v6 = ipaddress.ip_address(peer.address).version == 6
-            local = own6 if v6 else own4
+            local = peer.local or (own6 if v6 else own4)
             channel = "ipv6" if v6 else "ipv4"
             body = [
-                f"local {local} port {self.port} as {self.asn};",
+                f"local {local} port {self.port} as {peer.local_asn or self.asn};",
                 f"neighbor {peer.address} as {peer.asn};",
                 f"{channel} {{ import all; export none; }};",
                 f"hold time {self.hold_time}; keepalive time {keepalive}; connect retry time 1;",

@@ -219,11 +219,12 @@ class MetalApiEmulator:
 
     def add_device(self, project_id: str, hostname: str, *, fixed_id: str | None = None, state: str = "active",
                    tags: Sequence[str] = (), management: bool = True, ipv6: bool = False,
-                   private_ipv4: str | None = None) -> str:
+                   private_ipv4: str | None = None, public_ipv6: str | None = None) -> str:
         """A device with (by default) its public and private management /31s, and with `ipv6` a public IPv6
-        management /127; `private_ipv4` fixes the private address; returns its id."""
+        management /127; `private_ipv4` / `public_ipv6` fix those addresses; returns its id."""
         return self.state.add_device(project_id, hostname, fixed_id=fixed_id, state=state, tags=tags,
-                                     management=management, ipv6=ipv6, private_ipv4=private_ipv4)
+                                     management=management, ipv6=ipv6, private_ipv4=private_ipv4,
+                                     public_ipv6=public_ipv6)
 
     def add_reservation(self, project_id: str, address: str, tags: Iterable[str] = (), *,
                         type_: str = "public_ipv4", fixed_id: str | None = None) -> str:

@@ -212,11 +212,12 @@ class MetalState:
 
     def add_device(self, project_id: str, hostname: str, *, fixed_id: str | None = None, state: str = "active",
                    tags: Sequence[str] = (), management: bool = True, ipv6: bool = False,
-                   private_ipv4: str | None = None) -> str:
+                   private_ipv4: str | None = None, public_ipv6: str | None = None) -> str:
         """A provisioned device; `management` gives it a public and a private management /31, as Metal does, and
         `ipv6` a public IPv6 management /127 as well (off by default so that existing address listings stay as
         they are; Metal gives every device one). `private_ipv4` makes the private management address that one
-        (a /32 block), e.g. a rig node's own address, so its BGP `customer_ip` is where it really is."""
+        (a /32 block), e.g. a rig node's own address, so its BGP `customer_ip` is where it really is; `public_ipv6`
+        likewise the IPv6 management address (a /128 block; implies `ipv6`)."""
         with self._lock:
             self._project(project_id, api=False)
             device_id = self._fresh_id(fixed_id)
@@ -226,16 +227,17 @@ class MetalState:
                 blocks.append((_PUBLIC_MANAGEMENT_POOLS, "public_ipv4", 31))
                 if private_ipv4 is None:
                     blocks.append(((_PRIVATE_MANAGEMENT_POOL,), "private_ipv4", 31))
-            if ipv6:
+            if ipv6 and public_ipv6 is None:
                 blocks.append(((_IPV6_MANAGEMENT_POOL,), "public_ipv6", 127))
             for pools, kind, prefix in blocks:
                 network = self._free_subnet(pools, prefix)
                 reservation_id = self._reserve(project_id, network, kind, (), management=True)
                 self._add_assignment(reservation_id, device_id, network[1], network)
-            if management and private_ipv4 is not None:
-                network = ipaddress.ip_network(f"{private_ipv4}/32")
-                reservation_id = self._reserve(project_id, network, "private_ipv4", (), management=True)
-                self._add_assignment(reservation_id, device_id, network[0], network)
+            for fixed, kind in ((private_ipv4, "private_ipv4"), (public_ipv6, "public_ipv6")):
+                if management and fixed is not None:
+                    network = ipaddress.ip_network(fixed)  # a host address: a /32 or /128 block
+                    reservation_id = self._reserve(project_id, network, kind, (), management=True)
+                    self._add_assignment(reservation_id, device_id, network[0], network)
             return device_id
 
     def add_reservation(self, project_id: str, address: str, tags: Iterable[str] = (), *,

@@ -106,8 +106,9 @@ class LabCluster:
 
         emulator = MetalApiEmulator(METAL_TOKEN, validate=None)  # validated when openapi-core is installed
         self.metal_project = emulator.add_project("kube-vip-metal-lab")
-        self.metal_devices = {node: emulator.add_device(self.metal_project, node, private_ipv4=self.rig.ipv4(node))
-                              for node in self.nodes}  # the private address is the node's: BGP's customer_ip
+        self.metal_devices = {node: emulator.add_device(self.metal_project, node, private_ipv4=self.rig.ipv4(node),
+                                                        public_ipv6=self.rig.ipv6(node))
+                              for node in self.nodes}  # the node's own addresses: BGP's customer_ip
         emulator.add_reservation(self.metal_project, f"{self.vip}/32", ("kube-vip-metal-lab",))
         sock = self.rig.listen_socket("router", self.rig.ipv4("router"), METAL_PORT)
         self.metal_api = MetalEmulatorThread(emulator, listen=(), sockets=[sock])
