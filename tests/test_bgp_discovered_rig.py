@@ -21,13 +21,22 @@ import base64
 import ipaddress
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import pytest
 
 from kubevip_testbed import bird as bird_driver
-from kubevip_testbed.bird import Bird, BirdPeer
 from kubevip_testbed.lab.cluster import LabCluster
+from kubevip_testbed.metal_routers import (
+    NODE_AS,
+    MetalPeer,
+    Routers,
+    all_established,
+    ccm_annotations,
+    give_routers_the_peer_addresses,
+    node_address,
+    protocol,
+    sessions,
+)
 from kubevip_testbed.nodes import replace_node_annotations
 from kubevip_testbed.waiting import wait_for
 from tests.rig_support import require, require_rig
@@ -35,86 +44,7 @@ from tests.rig_support import require, require_rig
 TIMERS = (2.0, 1.5, 0.4)
 VIP = "203.0.113.10"
 ROUTE = ipaddress.ip_network(f"{VIP}/32")
-NODE_AS = 65001
 PREFIX = "bgp.example.net"  # a CCM fork's own prefix: the contract is the same under any prefix
-METAL_PEERS_NET = "169.254.255.0/29"
-
-
-@dataclass(frozen=True)
-class MetalPeer:
-    """One of the router's BGP speakers, as Metal's: its address on the router's loopback, its AS, its password."""
-
-    index: int
-    address: str
-    asn: int
-    password: str | None
-    role: str = "router"  # the rig host that holds it
-
-
-def ccm_annotations(prefix: str, peers: Sequence[MetalPeer], src_ip: str) -> dict[str, str]:
-    """What the Equinix Metal CCM (v3.3+) writes: one index per peer, the password base64-encoded."""
-    out: dict[str, str] = {}
-    for n, peer in enumerate(peers):
-        password = base64.b64encode(peer.password.encode()).decode() if peer.password else ""
-        out |= {f"{prefix}/bgp-peers-{n}-node-asn": str(NODE_AS), f"{prefix}/bgp-peers-{n}-peer-asn": str(peer.asn),
-                f"{prefix}/bgp-peers-{n}-peer-ip": peer.address, f"{prefix}/bgp-peers-{n}-src-ip": src_ip,
-                f"{prefix}/bgp-peers-{n}-bgp-pass": password}
-    return out
-
-
-def protocol(node: str, peer: MetalPeer) -> str:
-    return f"{node}_p{peer.index}"
-
-
-def bird_peers(lab: LabCluster, peers: Sequence[MetalPeer], role: str, multihop: bool = False) -> list[BirdPeer]:
-    """`role`'s BIRD protocols: one per node and peer that `role` holds."""
-    return [BirdPeer(protocol(node, peer), _node_address(lab, node, peer), NODE_AS, peer.password,
-                     multihop=multihop, local=peer.address, local_asn=peer.asn)
-            for node in lab.nodes for peer in peers if peer.role == role]
-
-
-def _node_address(lab: LabCluster, node: str, peer: MetalPeer) -> str:
-    return lab.rig.ipv6(node) if ipaddress.ip_address(peer.address).version == 6 else lab.rig.ipv4(node)
-
-
-def give_routers_the_peer_addresses(lab: LabCluster, peers: Sequence[MetalPeer]) -> None:
-    for peer in peers:
-        lab.rig.run(peer.role, ["ip", "addr", "replace", peer.address, "dev", "lo"])
-        v6 = ipaddress.ip_address(peer.address).version == 6
-        gateway = lab.rig.ipv6(peer.role) if v6 else lab.rig.ipv4(peer.role)
-        for node in lab.nodes:  # as on Metal, where users route the peers through the private gateway
-            lab.rig.run(node, ["ip", "route", "replace", f"{peer.address}/{128 if v6 else 32}", "via", gateway])
-
-
-class Routers:
-    """A BIRD per router role, each with the protocols of the peers it holds."""
-
-    def __init__(self, lab: LabCluster, peers: Sequence[MetalPeer], multihop: bool = False) -> None:
-        self.lab, self.multihop = lab, multihop
-        self.birds = {role: Bird(lab.rig, role, peers=bird_peers(lab, peers, role, multihop), asn=65530).start()
-                      for role in sorted({peer.role for peer in peers})}
-
-    def of(self, peer: MetalPeer) -> Bird:
-        return self.birds[peer.role]
-
-    def reconfigure(self, peers: Sequence[MetalPeer]) -> None:
-        for role, bird in self.birds.items():
-            bird.reconfigure(bird_peers(self.lab, peers, role, self.multihop))
-
-    def stop(self) -> None:
-        for bird in self.birds.values():
-            bird.stop()
-
-
-def _sessions(routers: Routers, lab: LabCluster, peers: Sequence[MetalPeer]) -> dict[str, str]:
-    """Each session's BIRD timestamp of its last state change (a session that flapped has a new one)."""
-    return {protocol(n, p): routers.of(p).protocol(protocol(n, p)).since for n in lab.nodes for p in peers}
-
-
-def _all_established(routers: Routers, lab: LabCluster, peers: Sequence[MetalPeer], timeout: float = 20) -> None:
-    for node in lab.nodes:
-        for peer in peers:
-            routers.of(peer).wait_established(protocol(node, peer), timeout=timeout)
 
 
 def _leader_at_every_peer(lab: LabCluster, routers: Routers, peers: Sequence[MetalPeer]) -> str:
@@ -181,28 +111,28 @@ def test_annotations_give_each_peer_its_own_as_and_password_and_follow_changes_l
             assert f"{PREFIX}/bgp-peers-N-" in lab.log_path(late).read_text()  # it says what is missing
             assert lab.managers[late].poll() is None  # waiting, not crashed
             replace_node_annotations(api, late, PREFIX, ccm_annotations(PREFIX, peers, lab.rig.ipv4(late)))
-            _all_established(router, lab, peers, timeout=40)  # the late node retries with backoff (up to 8 s)
+            all_established(router, lab, peers, timeout=40)  # the late node retries with backoff (up to 8 s)
             _leader_at_every_peer(lab, router, peers)
             pids = {node: process.pid for node, process in lab.managers.items()}
 
             # a password rotated at the router and in the annotations: that session comes back, the other stays
-            before = _sessions(router, lab, [alpha])
+            before = sessions(router, lab, [alpha])
             rotated = [alpha, MetalPeer(2, beta.address, beta.asn, "gamma-Pass3", role="router2")]
             router.reconfigure(rotated)
             for node in lab.nodes:
                 replace_node_annotations(api, node, PREFIX, ccm_annotations(PREFIX, rotated, lab.rig.ipv4(node)))
             time.sleep(1)  # let BIRD drop the old sessions before waiting for the new ones
-            _all_established(router, lab, rotated)
-            assert _sessions(router, lab, [alpha]) == before, "a session whose settings did not change dropped"
+            all_established(router, lab, rotated)
+            assert sessions(router, lab, [alpha]) == before, "a session whose settings did not change dropped"
 
             # a peer added by annotation: a new session, no other drops
-            before = _sessions(router, lab, rotated)
+            before = sessions(router, lab, rotated)
             added = [*rotated, gamma]
             router.reconfigure(added)
             for node in lab.nodes:
                 replace_node_annotations(api, node, PREFIX, ccm_annotations(PREFIX, added, lab.rig.ipv4(node)))
-            _all_established(router, lab, added)
-            assert _sessions(router, lab, rotated) == before
+            all_established(router, lab, added)
+            assert sessions(router, lab, rotated) == before
             leader = _leader_at_every_peer(lab, router, added)
             assert {node: process.pid for node, process in lab.managers.items()} == pids  # never restarted
             assert all(process.poll() is None for process in lab.managers.values())
@@ -249,13 +179,13 @@ def test_metal_api_two_neighbours_two_families_four_sessions_from_the_customer_i
     try:
         for node in lab.nodes:
             lab.start(node)
-        _all_established(routers, lab, peers, timeout=30)
+        all_established(routers, lab, peers, timeout=30)
         _leader_at_every_peer(lab, routers, [p for p in peers if ":" not in p.address])  # the VIP is IPv4
         sessions = lab.metal_api.emulator.request_counts()
         assert sessions.get("createBgpSession", 0) == len(lab.nodes)  # one IPv4 session per device, created once
         for peer in peers:
             seen = routers.of(peer).birdc("show", "protocols", "all", protocol(lab.nodes[0], peer))
-            assert f"Neighbor address: {_node_address(lab, lab.nodes[0], peer)}" in seen  # from its customer_ip
+            assert f"Neighbor address: {node_address(lab, lab.nodes[0], peer)}" in seen  # from its customer_ip
         assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
     finally:
         routers.stop()
