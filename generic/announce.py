@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from generic.addresses import Addresses, Vip
 from generic.garp import GarpSender, send_unsolicited_na
@@ -29,6 +29,15 @@ from generic.logfmt import get_logger
 log = get_logger("generic.announce")
 
 BURST = (0.0, 0.05, 0.2, 0.5, 1.0)  # seconds after takeover; keepalived-like, first packet at once
+
+
+@runtime_checkable
+class Batching(Protocol):
+    """An announcer that can collect a burst of changes and send them at once (BGP: one UPDATE burst)."""
+
+    def hold(self) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class Announcer(Protocol):

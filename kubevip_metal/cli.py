@@ -50,8 +50,6 @@ def _run_lab(request: _LabRequested) -> int:
         Timers(lease, renew, retry)
     except TimerError as exc:
         raise UsageError(f'--timers "{request.timers}": {exc}') from None
-    if request.metal and request.bgp:
-        raise UsageError("lab: --metal and --bgp are two different labs; choose one")
     try:  # the lab is the test bed's, a distribution of its own: a node running the daemon does not have it
         from kubevip_testbed.lab.cluster import LabError
         from kubevip_testbed.lab.run import run_lab
@@ -129,7 +127,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
                               "and print the outages the client saw.")
     lab.add_argument("--keep", action="store_true",
                      help="leave the lab running afterwards (Ctrl-C, SIGTERM or SIGHUP removes it all)")
-    lab.add_argument("--metal", action="store_true", help="the Elastic IP mode against the Metal API emulator")
+    lab.add_argument("--metal", action="store_true", help="the Elastic IP mode against the Metal API emulator; with "
+                     "--bgp, Metal's BGP mode: peers from the Metal API, both of Metal's routers")
     lab.add_argument("--bgp", action="store_true",
                      help="the VIP by BGP to a BIRD 2 router (apt-get install bird2), the client behind the router")
     lab.add_argument("--timers", default="5,3,1", metavar="LEASE,RENEW,RETRY", help="election timers in seconds")

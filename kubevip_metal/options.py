@@ -95,14 +95,14 @@ def _later(feature: str) -> dict[str, object]:
     return {"available": Availability.NOT_YET, "feature": feature}
 
 
-_SERVICES = _later("Services of type LoadBalancer")
+_SERVICES = _later("One election per Service")
 _ETCD = _later("etcd leader election")
 
 OPTIONS: tuple[Option, ...] = (
     # Mode (seed: the first two rows of the table)
     _flag("controlplane", Group.MODE, "Provide the control-plane VIP", "cp_enable", aliases=("--controlPlane",), **_B),
     _flag("services", Group.MODE, "Watch Services of type LoadBalancer and provide their VIPs", "svc_enable",
-          aliases=("--servcies",), **_B, **_SERVICES),
+          aliases=("--servcies",), **_B),
     # VIP config
     _flag("arp", Group.VIP, "Announce VIPs with gratuitous ARP / unsolicited NDP from the leader", "vip_arp", **_B),
     _flag("bgp", Group.VIP, "Announce VIPs over BGP", "bgp_enable", **_B),
@@ -112,7 +112,7 @@ OPTIONS: tuple[Option, ...] = (
     _flag("interface", Group.VIP, "Interface for the VIP (default: the interface of the default route)",
           "vip_interface", metavar="IFACE"),
     _flag("serviceInterface", Group.VIP, "Interface for Service VIPs (default: --interface)",
-          "vip_servicesinterface", metavar="IFACE", **_SERVICES),
+          "vip_servicesinterface", metavar="IFACE"),
     _flag("leaderElection", Group.VIP, "Elect one node to hold the VIP (always on for ARP and the Elastic IP)",
           "vip_leaderelection", **_B),
     _flag("cidr", Group.VIP, "Prefix length of the VIP: 32 (IPv4) / 128 (IPv6), or '24,64' for both families",
@@ -132,7 +132,7 @@ OPTIONS: tuple[Option, ...] = (
     _flag("leaseName", Group.VIP, "Name of the control-plane Lease", "vip_leasename", default="plndr-cp-lock",
           metavar="NAME"),
     _flag("servicesLeaseName", Group.VIP, "Name of the Services Lease (ARP mode)", "svc_leasename",
-          default="plndr-svcs-lock", metavar="NAME", **_SERVICES),
+          default="plndr-svcs-lock", metavar="NAME"),
     _flag("leaderElectionType", Group.VIP, "Where the election runs: kubernetes (a Lease) or etcd",
           "vip_leaderelectiontype", default="kubernetes", metavar="TYPE", **_ETCD),
     _flag("port", Group.VIP, "Port of the Kubernetes API server behind the control-plane VIP", "port",
@@ -197,11 +197,11 @@ OPTIONS: tuple[Option, ...] = (
     _flag("servicesElection", Group.SERVICES, "One election per Service instead of one for all", "svc_election",
           **_B, **_SERVICES),
     _flag("lbClassOnly", Group.SERVICES, "Only Services whose loadBalancerClass is --lbClassName", "lb_class_only",
-          **_B, **_SERVICES),
+          **_B),
     _flag("lbClassName", Group.SERVICES, "The loadBalancerClass we serve", "lb_class_name",
-          default="kube-vip.io/kube-vip-class", metavar="NAME", **_SERVICES),
+          default="kube-vip.io/kube-vip-class", metavar="NAME"),
     _flag("lbClassNameLegacyHandling", Group.SERVICES, "Also serve Services without a loadBalancerClass",
-          "lb_class_legacy_handling", boolean=True, default="true", **_SERVICES),
+          "lb_class_legacy_handling", boolean=True, default="true"),
     # Kubernetes client
     _flag("k8sConfigPath", Group.KUBERNETES, "kubeconfig of a static pod", "k8s_config_file",
           default="/etc/kubernetes/admin.conf", metavar="PATH"),

@@ -84,6 +84,12 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "log-level": (ARP, ["--log-level", "debug"]),
     "log-format": (ARP, ["--log-format", "json"]),
     "annotations": (BGP, ["--annotations", "metal.equinix.com"]),
+    "services": (ARP, ["--services"]),
+    "serviceInterface": ([*ARP, "--services"], ["--serviceInterface", "eth7"]),
+    "servicesLeaseName": ([*ARP, "--services"], ["--servicesLeaseName", "svc-lock"]),
+    "lbClassOnly": ([*ARP, "--services"], ["--lbClassOnly"]),
+    "lbClassName": ([*ARP, "--services"], ["--lbClassName", "example.com/lb"]),
+    "lbClassNameLegacyHandling": ([*ARP, "--services"], ["--lbClassNameLegacyHandling=false"]),
 }
 # no runnable configuration lacks these: the daemon must read the field they set
 WITHOUT_BASE: dict[str, tuple[list[str], str]] = {
@@ -101,17 +107,12 @@ THROUGH_FILES = {"metalKeyFile": "metal.api_key", "provider-config": "metal.api_
 
 # a non-default value for every option that waits for a feature
 NOT_YET_SAMPLES: dict[str, list[str]] = {
-    "services": ["--services"],
-    "serviceInterface": ["--serviceInterface", "eth1"],
-    "servicesLeaseName": ["--servicesLeaseName", "svc-lock"],
     "leaderElectionType": ["--leaderElectionType", "etcd", "--etcdEndpoints", "127.0.0.1:2379"],
     "ddns": ["--ddns"],
     "etcdEndpoints": ["--etcdEndpoints", "127.0.0.1:2379"], "etcdCACert": ["--etcdCACert", "/etc/ca.pem"],
     "etcdCert": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
     "etcdKey": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
-    "servicesElection": ["--servicesElection"], "lbClassOnly": ["--lbClassOnly"],
-    "lbClassName": ["--lbClassName", "example.com/lb"],
-    "lbClassNameLegacyHandling": ["--lbClassNameLegacyHandling=false"],
+    "servicesElection": ["--servicesElection"],
     "prometheusHTTPServer": ["--prometheusHTTPServer", ":2112"], "healthCheckPort": ["--healthCheckPort", "8080"],
 }
 NOT_YET_BASE = {"ddns": ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"]}
@@ -146,10 +147,10 @@ def test_refusal_is_one_line_and_exit_2_and_env_is_named() -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == ['kube-vip-metal: error: --healthCheckPort "8080": not available yet in '
                                           "kube-vip-metal 0.1.0 (The /healthz endpoint); remove it or set it to 0"]
-    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "svc_enable": "true"}
+    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "svc_election": "true"}
     result = run_cli(["manager", "--controlplane", "--leaderElection", "--address", "192.0.2.10"], env)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith('kube-vip-metal: error: svc_enable "true": not available yet')
+    assert result.stderr.startswith('kube-vip-metal: error: svc_election "true": not available yet')
     assert "s3cret" not in result.stderr
 
 
@@ -166,8 +167,6 @@ def test_manifest_renders_them_with_one_warning_per_feature() -> None:
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.splitlines()
     assert warnings == [
-        "kube-vip-metal: warning: --services: not available yet in kube-vip-metal 0.1.0 (Services of type "
-        "LoadBalancer); the manager refuses this manifest until it is",
         "kube-vip-metal: warning: --healthCheckPort: not available yet in kube-vip-metal 0.1.0 (The /healthz "
         "endpoint); the manager refuses this manifest until it is",
     ]

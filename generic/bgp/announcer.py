@@ -30,15 +30,34 @@ class BgpAnnouncer:
         self.speaker = speaker
         self._med = med or (lambda _vip: None)
         self._routes: dict[IPNetwork, Route] = {}
+        self._held = 0  # inside hold()/flush(): changes are collected and handed to the speaker once
+        self._dirty = False
+
+    def hold(self) -> None:
+        """Collect the announcements and withdrawals that follow until `flush` (the VIP controller applying a
+        burst, e.g. 10,000 Service VIPs): the speaker then gets the whole set once, one UPDATE burst."""
+        self._held += 1
+
+    def flush(self) -> None:
+        self._held = max(0, self._held - 1)
+        if not self._held and self._dirty:
+            self._dirty = False
+            self.speaker.advertise(dict(self._routes))
+
+    def _changed(self) -> None:
+        if self._held:
+            self._dirty = True
+        else:
+            self.speaker.advertise(dict(self._routes))
 
     def announce(self, vip: Vip) -> None:
         self._routes[host_route(vip)] = Route(self._med(vip))
-        self.speaker.advertise(dict(self._routes))
+        self._changed()
         log.info("vip.announced", vip=str(vip), via="bgp")
 
     def withdraw(self, vip: Vip) -> None:
         if self._routes.pop(host_route(vip), None) is not None:
-            self.speaker.advertise(dict(self._routes))
+            self._changed()
 
     def refresh(self, vip: Vip) -> bool:
         """A MED that changed since the route was announced is re-advertised; the speaker repairs the rest."""
@@ -46,7 +65,7 @@ class BgpAnnouncer:
         if self._routes.get(host_route(vip)) == route:
             return False
         self._routes[host_route(vip)] = route
-        self.speaker.advertise(dict(self._routes))
+        self._changed()
         return True
 
     def close(self) -> None:

@@ -31,19 +31,21 @@ from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.daemon.modes import MODES, ModeSpec, mode_spec
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.errors import DaemonError, FatalError, NotReady
+from kubevip_metal.services.controller import ServicesController
 
 log = get_logger("kubevip_metal.daemon")
 
 
 class Daemon:
     def __init__(self, config: Config, deps: Dependencies, modes: Mapping[Mode, ModeSpec] = MODES) -> None:
-        if not config.control_plane:
-            raise FatalError("nothing to do: only the control plane is available in this version (--controlplane)")
+        if not config.control_plane and not config.services.enabled:
+            raise FatalError("nothing to do: give --controlplane, --services or both")
         self.config, self.deps = config, deps
         self.mode = mode_spec(config, modes)
         self.api: Any = None
         self.vips = VipController(deps.addresses, [], clock=deps.clock)
         self.control_plane: ControlPlane | None = None
+        self.services: ServicesController | None = None
         self._announcing = False
         self._lock = threading.Lock()
         self._stopped = False
@@ -66,7 +68,7 @@ class Daemon:
             yield
 
     def _start(self) -> None:
-        if self.control_plane is None:
+        if self.control_plane is None and self.config.control_plane:
             wanted = resolve_vips(self.config, self.deps.addresses, self.mode.default_interface)  # may look up DNS
             with self._step():
                 self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock)
@@ -85,10 +87,18 @@ class Daemon:
         self._api()
         election = self.config.election
         with self._step():
-            if self.config.control_plane_elects:
+            if self.control_plane is None:
+                pass
+            elif self.config.control_plane_elects:
                 self.control_plane.campaign(self.deps.lease_lock(self.api, election.namespace, election.lease_name))
             else:  # BGP from every healthy node
                 self.control_plane.follow_health(self.deps.health_probe(self.api))
+            if self.config.services.enabled and self.services is None:
+                from kubevip_metal.daemon.services import build_services
+
+                self.services = build_services(self.config, self.deps, self.vips, self.api,
+                                               self.mode.default_interface)
+                self.services.start()
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
 
@@ -118,6 +128,8 @@ class Daemon:
             if self._stopped:
                 return
             self._stopped = True
+            if self.services is not None:
+                self.services.stop()
             if self.control_plane is not None:
                 self.control_plane.stop()
             self.vips.stop()

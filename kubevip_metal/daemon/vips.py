@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from generic.addresses import AddressError, Addresses, Vip
-from generic.announce import Announcer
+from generic.announce import Announcer, Batching
 from generic.logfmt import get_logger
 
 log = get_logger("kubevip_metal.vips")
@@ -69,6 +69,20 @@ class VipController:
                 self._released |= before.vips - self._policed()
             self._apply()
 
+    def claim_many(self, claims: Mapping[str, tuple[Iterable[Vip], bool] | None]) -> None:
+        """Many owners' claims (None: release) applied in one pass: a burst of 10,000 Services costs one diff and,
+        by BGP, one advertisement, not one per Service."""
+        with self._lock:
+            before = self._policed()
+            for owner, claim in claims.items():
+                if claim is None:
+                    self._claims.pop(owner, None)
+                else:
+                    vips, active = claim
+                    self._claims[owner] = Claim(frozenset(vips), active)
+            self._released |= before - self._policed()
+            self._apply()
+
     def release(self, owner: str) -> None:
         """`owner` lets go of all its VIPs (each is withdrawn unless another owner still wants it)."""
         with self._lock:
@@ -93,6 +107,16 @@ class VipController:
 
     def _apply(self) -> None:
         """Called with the lock held: announcers and kernel follow the desired state."""
+        batching = [a for a in self.announcers if isinstance(a, Batching)]
+        for announcer in batching:
+            announcer.hold()
+        try:
+            self._apply_held()
+        finally:
+            for announcer in batching:
+                announcer.flush()
+
+    def _apply_held(self) -> None:
         wanted = self.wanted()
         for vip in sorted(self._announced - wanted, key=str):
             self._give_up(vip)

@@ -1,0 +1,51 @@
+"""The Services controller, put together from the configuration: where a Service VIP is held, who elects.
+
+ARP: the VIP goes on `--serviceInterface` (`auto`: the default route's interface), else `--interface`, else the
+default route's interface, and the holder of the Services Lease (`--servicesLeaseName`, in `--namespace`)
+serves every Service. BGP: the VIP goes on `lo` and every node serves (ECMP), no Lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from generic.addresses import Addresses
+from generic.parse import IPAddress
+from kubevip_metal.config import Config, Mode
+from kubevip_metal.daemon.dependencies import Dependencies
+from kubevip_metal.daemon.vips import VipController
+from kubevip_metal.errors import NotReady
+from kubevip_metal.services.controller import ServicesController, rules_of
+
+
+def interface_chooser(config: Config, addresses: Addresses,
+                      default_interface: Callable[[Addresses, int], str | None]) -> Callable[[IPAddress], str]:
+    chosen = config.vip.service_interface
+    if chosen == "auto":
+        chosen = None
+    fixed = chosen or (config.vip.interface if config.mode is Mode.ARP else None)
+
+    def interface_for(address: IPAddress) -> str:
+        if fixed is not None:
+            return fixed
+        found = default_interface(addresses, address.version)
+        if found is None:
+            raise NotReady(f"no interface for Service VIP {address}: give --serviceInterface")
+        return found
+
+    return interface_for
+
+
+def build_services(config: Config, deps: Dependencies, vips: VipController, api: Any,
+                   default_interface: Callable[[Addresses, int], str | None]) -> ServicesController:
+    assert config.node_name is not None
+    election = config.election
+    lock = None
+    if config.mode is Mode.ARP:  # one holder serves them all; BGP: every node, ECMP at the router
+        lock = deps.lease_lock(api, election.namespace, election.services_lease_name)
+    prefixes = {4: config.vip.prefix_v4, 6: config.vip.prefix_v6}
+    return ServicesController(vips, api, config.node_name, rules_of(config),
+                              interface_for=interface_chooser(config, deps.addresses, default_interface),
+                              lock=lock, timers=election.timers, write_vip_host=lock is not None,
+                              prefix=lambda address: prefixes[address.version], clock=deps.clock)

@@ -1,0 +1,2 @@
+"""Services of type LoadBalancer: which are ours (model), the watches (informer), who serves them (controller),
+and what is written back (status)."""

@@ -1,0 +1,321 @@
+"""The Services controller ("hybrid mode", `--services`): the VIPs of Services of type LoadBalancer, as owners of
+the VIP controller, beside the control plane's.
+
+Two informers (Services, EndpointSlices; one watch each for the whole cluster or `--namespace`-free scope) feed
+one worker thread. The worker drains everything that arrived, updates its picture, and re-decides only the
+Services that changed, in one batch: one `claim_many` on the VIP controller (one BGP advertisement for a burst of
+10,000 Services), one status wish per Service to the coalescing status writer. No thread, timer or watch per
+Service.
+
+Who serves a Service here:
+- **ARP**: the holder of the Services Lease (`--servicesLeaseName`, kube-vip's `plndr-svcs-lock`) serves them all;
+  the others serve none. Losing the Lease lets go of every Service VIP; the election goes on.
+- **BGP**: every node serves (ECMP at the router), no Lease.
+- Either way, a Service is served only while it has a serving endpoint: any node's for `externalTrafficPolicy:
+  Cluster`, this node's own for `Local` (a node that loses its last local endpoint withdraws; the others keep
+  theirs). `serving` counts, so a rolling update that keeps some endpoint serving never withdraws it.
+
+The VIP controller shares addresses between owners (`service:<ns>/<name>`, `control-plane`): two Services on one
+IP, or a Service on the control plane's IP, keep it until the last owner lets go. Deleting a Service (or changing
+its type) releases its claim: the address and route go unless another owner still wants them.
+
+What we write: `status.loadBalancer.ingress` (each address with the Service's ports and `ipMode: VIP`), and with
+the ARP Lease `kube-vip.io/vipHost` = this node. In BGP mode every serving node would write the same status; the
+writes are idempotent (no write when the Service already shows it) and vipHost is not written (there is no one
+host).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from generic.addresses import Vip
+from generic.election import Callbacks, Elector, Lock
+from generic.election.elector import Timers
+from generic.logfmt import get_logger
+from generic.parse import IPAddress
+from kubevip_metal.daemon.vips import VipController
+from kubevip_metal.services.informer import Event, Informer, Obj
+from kubevip_metal.services.model import (
+    VIP_HOST,
+    ClassRules,
+    ServiceIntent,
+    ServiceKey,
+    Skipped,
+    interpret,
+    key_of,
+    serving_nodes,
+)
+from kubevip_metal.services.status import StatusWriter, Wanted
+
+log = get_logger("kubevip_metal.services")
+
+OWNER_PREFIX = "service:"
+
+
+def owner_of(key: ServiceKey) -> str:
+    return f"{OWNER_PREFIX}{key}"
+
+
+@dataclass
+class _Picture:
+    """What the informers told us, as the worker keeps it."""
+
+    services: dict[ServiceKey, ServiceIntent] = field(default_factory=dict)
+    skipped: dict[ServiceKey, str] = field(default_factory=dict)
+    slices: dict[tuple[str, str], tuple[ServiceKey, frozenset[str]]] = field(default_factory=dict)
+    serving: dict[ServiceKey, dict[str, frozenset[str]]] = field(default_factory=dict)  # key -> slice -> nodes
+    claimed: dict[ServiceKey, tuple[frozenset[Vip], bool]] = field(default_factory=dict)
+
+
+class ServicesController:
+    def __init__(self, vips: VipController, api: Any, node: str, rules: ClassRules, *,
+                 interface_for: Callable[[IPAddress], str], lock: Lock | None, timers: Timers,
+                 write_vip_host: bool, prefix: Callable[[IPAddress], int],
+                 list_services: Callable[..., Any] | None = None, list_slices: Callable[..., Any] | None = None,
+                 status: StatusWriter | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """`lock`: the Services Lease (ARP: one holder serves all); None: every node serves (BGP)."""
+        self.vips, self.api, self.node, self.rules = vips, api, node, rules
+        self._interface_for, self._prefix = interface_for, prefix
+        self._write_vip_host = write_vip_host
+        self._clock = clock
+        self._picture = _Picture()
+        self._queue: queue.SimpleQueue[Callable[[], Iterable[ServiceKey] | None] | None] = queue.SimpleQueue()
+        self._leading = lock is None
+        self._elector = Elector(lock, node, timers, Callbacks(self._gained, self._lost), clock=clock) \
+            if lock is not None else None
+        self.status = status or StatusWriter(api, clock=clock)
+        core, discovery = _apis(api)
+        self._informers = [
+            Informer("services", list_services or core.list_service_for_all_namespaces,
+                     lambda items: self._enqueue(lambda: self._reset_services(items)),
+                     lambda events: self._enqueue(lambda: self._service_events(events))),
+            Informer("endpointslices", list_slices or discovery.list_endpoint_slice_for_all_namespaces,
+                     lambda items: self._enqueue(lambda: self._reset_slices(items)),
+                     lambda events: self._enqueue(lambda: self._slice_events(events))),
+        ]
+        self._worker = threading.Thread(target=self._run, name="services", daemon=True)
+        self._stopped = threading.Event()
+        self.passes = 0  # worker passes, for tests and benchmarks
+        self.idle = threading.Event()  # set whenever the worker has nothing queued
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker.start()
+        self.status.start()
+        for informer in self._informers:
+            informer.start()
+        if self._elector is not None:
+            self._elector.start()
+
+    def stop(self) -> None:
+        """Step down from the Services Lease (every Service VIP withdrawn), stop watching, release every claim."""
+        if self._elector is not None:
+            self._elector.stop(timeout=1.5)
+        for informer in self._informers:
+            informer.close(timeout=0.5)
+        self._queue.put(None)
+        self._worker.join(1.0)
+        self.status.close(timeout=0.5)
+        self.vips.claim_many({owner_of(key): None for key in list(self._picture.claimed)})
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    # -- input ----------------------------------------------------------------------------------------------
+
+    def _enqueue(self, change: Callable[[], Iterable[ServiceKey] | None]) -> None:
+        self.idle.clear()
+        self._queue.put(change)
+
+    def _gained(self) -> None:
+        log.info("services.leading", lease="services", node=self.node, mono=round(self._clock(), 6))
+        self._enqueue(lambda: self._set_leading(True))
+
+    def _lost(self) -> None:
+        log.info("services.following", lease="services", node=self.node, mono=round(self._clock(), 6))
+        self._enqueue(lambda: self._set_leading(False))
+
+    def _set_leading(self, leading: bool) -> None:
+        self._leading = leading
+        return None  # every Service is re-decided
+
+    def _reset_services(self, items: list[Obj]) -> None:
+        picture = self._picture
+        seen: set[ServiceKey] = set()
+        for obj in items:
+            seen.add(key_of(obj))
+            self._service(obj)
+        for key in set(picture.services) | set(picture.skipped) | set(picture.claimed):
+            if key not in seen:
+                self._service_gone(key)
+        return None
+
+    def _service_events(self, events: list[Event]) -> set[ServiceKey]:
+        changed = set()
+        for kind, obj in events:
+            key = key_of(obj)
+            changed.add(key)
+            if kind == "DELETED":
+                self._service_gone(key)
+            else:
+                self._service(obj)
+        return changed
+
+    def _service(self, obj: Obj) -> None:
+        picture, key = self._picture, key_of(obj)
+        found = interpret(obj, self.rules)
+        if isinstance(found, ServiceIntent):
+            picture.services[key] = found
+            picture.skipped.pop(key, None)
+            status = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            self.status.observed(key, status, annotations.get(VIP_HOST))
+            return
+        picture.services.pop(key, None)
+        if isinstance(found, Skipped):
+            if picture.skipped.get(key) != found.reason:
+                log.warning("service.skipped", service=str(key), reason=found.reason)
+            picture.skipped[key] = found.reason
+        else:
+            picture.skipped.pop(key, None)
+
+    def _service_gone(self, key: ServiceKey) -> None:
+        self._picture.services.pop(key, None)
+        self._picture.skipped.pop(key, None)
+        self.status.forget(key)
+
+    def _reset_slices(self, items: list[Obj]) -> None:
+        picture = self._picture
+        picture.slices.clear()
+        picture.serving.clear()
+        for obj in items:
+            self._slice("ADDED", obj)
+        return None
+
+    def _slice_events(self, events: list[Event]) -> set[ServiceKey]:
+        changed: set[ServiceKey] = set()
+        for kind, obj in events:
+            changed |= self._slice(kind, obj)
+        return changed
+
+    def _slice(self, kind: str, obj: Obj) -> set[ServiceKey]:
+        picture = self._picture
+        metadata = obj.get("metadata") or {}
+        slice_id = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+        changed = set()
+        old = picture.slices.pop(slice_id, None)
+        if old is not None:
+            changed.add(old[0])
+            by_slice = picture.serving.get(old[0], {})
+            by_slice.pop(slice_id[1], None)
+            if not by_slice:
+                picture.serving.pop(old[0], None)
+        if kind != "DELETED":
+            key, nodes = serving_nodes(obj)
+            if key is not None:
+                picture.slices[slice_id] = (key, nodes)
+                picture.serving.setdefault(key, {})[slice_id[1]] = nodes
+                changed.add(key)
+        return changed
+
+    # -- deciding -------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            change = self._queue.get()
+            dirty: set[ServiceKey] | None = set()
+            batch = [change]
+            while True:  # drain: one pass for everything that arrived together
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in batch:
+                if item is None:
+                    self._stopped.set()
+                    return
+                try:
+                    keys = item()
+                except Exception as exc:  # a bug must not stop the controller; the next reset repairs
+                    log.exception("services.change_failed", error=f"{type(exc).__name__}: {exc}")
+                    keys = None
+                if keys is None:
+                    dirty = None
+                elif dirty is not None:
+                    dirty |= set(keys)
+            try:
+                self._decide(dirty)
+            except Exception as exc:
+                log.exception("services.decide_failed", error=f"{type(exc).__name__}: {exc}")
+            self.passes += 1
+            if self._queue.empty():
+                self.idle.set()
+
+    def _eligible(self, intent: ServiceIntent) -> bool:
+        nodes = frozenset().union(*self._picture.serving.get(intent.key, {}).values())
+        return self.node in nodes if intent.local else bool(nodes)
+
+    def _decide(self, dirty: set[ServiceKey] | None) -> None:
+        """Re-decide `dirty` Services (None: all of them) and apply the result in one batch."""
+        picture = self._picture
+        keys = set(picture.services) | set(picture.claimed) if dirty is None else dirty
+        claims: dict[str, tuple[Iterable[Vip], bool] | None] = {}
+        statuses: dict[ServiceKey, Wanted] = {}
+        for key in keys:
+            intent = picture.services.get(key)
+            if intent is None:
+                if key in picture.claimed:
+                    del picture.claimed[key]
+                    claims[owner_of(key)] = None
+                    log.info("service.released", service=str(key))
+                continue
+            vips = frozenset(Vip(a, self._prefix(a), self._interface_for(a)) for a in intent.addresses)
+            active = self._leading and self._eligible(intent)
+            if picture.claimed.get(key) != (vips, active):
+                before = picture.claimed.get(key)
+                picture.claimed[key] = (vips, active)
+                claims[owner_of(key)] = (vips, active)
+                if before is None or before[1] != active:
+                    log.info("service.serving" if active else "service.not_serving", service=str(key),
+                             vips=[str(v) for v in sorted(vips, key=str)], local=intent.local,
+                             mono=round(self._clock(), 6))
+            if active:
+                statuses[key] = _status_of(intent, self.node if self._write_vip_host else None)
+        if claims:
+            self.vips.claim_many(claims)
+        for key, wanted in statuses.items():
+            self.status.want(key, wanted)
+
+    def serving(self) -> dict[ServiceKey, bool]:
+        """Each known Service of ours and whether this node serves it now (for tests and the lab)."""
+        return {key: active for key, (_vips, active) in self._picture.claimed.items()}
+
+
+def _status_of(intent: ServiceIntent, vip_host: str | None) -> Wanted:
+    ports = [{"port": p.port, "protocol": p.protocol} for p in intent.ports]
+    ingress = tuple({"ip": str(a), "ipMode": "VIP", **({"ports": ports} if ports else {})}
+                    for a in intent.addresses)
+    return Wanted(ingress, vip_host)
+
+
+def _apis(api: Any) -> tuple[Any, Any]:
+    from kubernetes import client
+
+    return client.CoreV1Api(api), client.DiscoveryV1Api(api)
+
+
+def rules_of(config: Any) -> ClassRules:
+    services = config.services
+    return ClassRules(services.lb_class_name, services.lb_class_only, services.lb_class_legacy)
+
+
+def describe(serving: Mapping[ServiceKey, bool]) -> list[str]:
+    return [str(key) for key, active in sorted(serving.items()) if active]
