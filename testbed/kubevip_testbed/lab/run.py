@@ -12,6 +12,13 @@ route that FIB uses (from rtnetlink notifications) and whose routes BIRD holds: 
 session and route linger until the hold time expires, while the FIB already forwards to the new leader, whose route
 has the lower MED of a newer term.
 
+`--metal --bgp`: Metal's BGP mode, with no Elastic IP assigned. The project has BGP enabled in the Metal API
+emulator (AS 65001, an MD5 password); each manager finds its device, creates its IPv4 BGP session and peers with the
+neighbours Metal reports: both of Metal's routers, 169.254.255.1 on the router's loopback and 169.254.255.2 on a
+second LAN host `router2`'s, each its own BIRD 2 in AS 65530 with the project's password, multihop, reached by a
+static route on every node (kubevip_testbed.metal_routers). The timeline shows both routers' kernel FIBs and
+BIRDs' routes, the client still behind `router`.
+
 Stopped by Ctrl-C, SIGTERM (kill, systemd, `timeout`) or SIGHUP (the terminal closed), at any moment, the lab
 unwinds the same way: the signal becomes an exception in the main thread, so the managers, the prober, the API
 and the namespaces are stopped and the work directory removed before the process exits (128 + the signal's
@@ -38,58 +45,122 @@ from typing import Any
 
 from kubevip_testbed.bird import Bird, BirdPeer, FibMonitor
 from kubevip_testbed.lab.cluster import LabCluster
+from kubevip_testbed.metal_routers import METAL_AS, MetalPeer, bird_peers, give_routers_the_peer_addresses, protocol
 
 BGP_VIP = "203.0.113.10"  # outside the LAN: the client reaches it through the router only
 ROUTER_AS, NODE_AS, HOLD_TIME = 65000, 65001, 30
+METAL_MD5 = "lab-metal-bgp-md5-not-secret"  # the project's BGP password (`metal project bgp-enable --md5 ...`)
+METAL_ROUTERS = (MetalPeer(1, "169.254.255.1", METAL_AS, METAL_MD5),  # on router's loopback
+                 MetalPeer(2, "169.254.255.2", METAL_AS, METAL_MD5, role="router2"))  # on a second LAN host's
 
 
 class _Router:
-    """BIRD in the router namespace with a passive session per node, and what its kernel FIB does with the VIP."""
+    """BIRD in the router namespace with a passive session per node, and what its kernel FIB does with the VIP;
+    `metal`: Metal's two routers instead, a BIRD each (`router` and `router2`), a multihop session per node."""
 
-    def __init__(self, lab: LabCluster) -> None:
+    def __init__(self, lab: LabCluster, metal: bool = False) -> None:
         self.lab = lab
-        self.bird = Bird(lab.rig, "router", peers=[BirdPeer(n, lab.rig.ipv4(n), NODE_AS) for n in lab.nodes],
-                         asn=ROUTER_AS, hold_time=HOLD_TIME)
-        self.fib: FibMonitor | None = None
+        self.metal = metal
+        if metal:  # the peer addresses exist once start() has added router2 and the loopback addresses
+            self.birds = {peer.role: Bird(lab.rig, peer.role, peers=(), asn=METAL_AS, hold_time=HOLD_TIME)
+                          for peer in METAL_ROUTERS}
+        else:
+            self.birds = {"router": Bird(lab.rig, "router", asn=ROUTER_AS, hold_time=HOLD_TIME,
+                                         peers=[BirdPeer(n, lab.rig.ipv4(n), NODE_AS) for n in lab.nodes])}
+        self.fibs: dict[str, FibMonitor] = {}
         self.killed: list[int] = []  # managers SIGKILLed: their ExaBGP work directories are removed at the end
-        self._paths: tuple[float, tuple[str, ...], str] = (0.0, (), "-")  # (read at, FIB then, text)
+        self._paths: dict[str, tuple[float, tuple[str, ...], str]] = {}  # role: (read at, FIB then, text)
+
+    @property
+    def bird(self) -> Bird:
+        return self.birds["router"]
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.birds)
 
     @staticmethod
-    def mode_args(lab: LabCluster) -> list[str]:
+    def mode_args(lab: LabCluster, metal: bool = False) -> list[str]:
+        if metal:  # peers, local AS, passwords and source addresses all come from the Metal API
+            return ["--bgp", "--leaderElection", "--bgpHoldTimer", str(HOLD_TIME)]
         return ["--bgp", "--leaderElection", "--bgppeers", f"{lab.rig.ipv4('router')}:{ROUTER_AS}",
                 "--localAS", str(NODE_AS), "--bgpHoldTimer", str(HOLD_TIME)]
 
     def start(self) -> _Router:
-        self.bird.start()
-        self.fib = FibMonitor(self.lab.rig, "router", {f"{self.lab.vip}/32"})
+        if self.metal:
+            self.lab.rig.add_lan_host("router2", 2)  # 198.51.100.2, removed with the rig
+            give_routers_the_peer_addresses(self.lab, METAL_ROUTERS)
+            for peer in METAL_ROUTERS:
+                bird = self.birds[peer.role]
+                bird.peers = tuple(bird_peers(self.lab, [peer], peer.role, multihop=True))
+        for role, bird in self.birds.items():
+            bird.start()
+            self.fibs[role] = FibMonitor(self.lab.rig, role, {f"{self.lab.vip}/32"})
         return self
+
+    def protocols_of(self, node: str, role: str) -> list[str]:
+        """The BIRD protocols of `role` that belong to `node`."""
+        if not self.metal:
+            return [node]
+        return [protocol(node, peer) for peer in METAL_ROUTERS if peer.role == role]
+
+    def _node_of_protocol(self, name: str) -> str:
+        return name.rsplit("_p", 1)[0] if self.metal else name
 
     def node(self, address: str) -> str:
         return next((n for n in self.lab.nodes if self.lab.rig.ipv4(n) == address), address)
 
-    def via(self) -> list[str]:
-        """The nodes the router's FIB forwards the VIP to (several: ECMP)."""
-        return [self.node(hop) for hop in (self.fib.hops() if self.fib is not None else ())]
+    def via(self, role: str = "router") -> list[str]:
+        """The nodes `role`'s FIB forwards the VIP to (several: ECMP)."""
+        fib = self.fibs.get(role)
+        return [self.node(hop) for hop in (fib.hops() if fib is not None else ())]
 
-    def paths(self, dead: set[str]) -> str:
-        """Whose routes for the VIP BIRD holds, best first (read again when the FIB changed, else at most every
-        0.25 s: birdc is a process)."""
-        hops = self.fib.hops() if self.fib is not None else ()
-        if time.monotonic() - self._paths[0] > 0.25 or hops != self._paths[1]:
+    def paths(self, dead: set[str], role: str = "router") -> str:
+        """Whose routes for the VIP `role`'s BIRD holds, best first (read again when the FIB changed, else at most
+        every 0.25 s: birdc is a process)."""
+        fib = self.fibs.get(role)
+        hops = fib.hops() if fib is not None else ()
+        last = self._paths.get(role, (0.0, (), "-"))
+        if time.monotonic() - last[0] > 0.25 or hops != last[1]:
             try:
-                out = self.bird.birdc("show", "route", f"{self.lab.vip}/32")
+                out = self.birds[role].birdc("show", "route", f"{self.lab.vip}/32")
             except RuntimeError:  # "Network not found": no route at all
                 out = ""
-            names = re.findall(r"unicast \[(\S+) ", out)
+            names = [self._node_of_protocol(n) for n in re.findall(r"unicast \[(\S+) ", out)]
             text = ",".join(f"{n}(dead)" if n in dead else n for n in names) or "-"
-            self._paths = (time.monotonic(), hops, text)
-        return self._paths[2]
+            last = self._paths[role] = (time.monotonic(), hops, text)
+        return last[2]
+
+    def view(self, dead: set[str]) -> str:
+        """The timeline's column: where each router's FIB sends the VIP, and whose routes its BIRD holds."""
+        if not self.metal:
+            return (f"router FIB -> {'+'.join(self.via()) or '-':<5}  "
+                    f"BGP routes (best first) from {self.paths(dead)}")
+        return "   ".join(f"{role} FIB -> {'+'.join(self.via(role)) or '-':<3} BGP {self.paths(dead, role):<15}"
+                          for role in self.roles).rstrip()
+
+    def lingering(self, dead: str) -> str:
+        """What the routers still have of a crashed node: its sessions and routes, kept for the hold time."""
+        facts: dict[str, tuple[bool, bool]] = {}  # role: (session Established, route held)
+        for role, bird in self.birds.items():
+            names = self.protocols_of(dead, role)
+            facts[role] = (all(bird.protocol(name).established for name in names),
+                           any(bird.routes(name) for name in names))
+        if not self.metal:
+            up, routed = facts["router"]
+            return (f"{dead}'s session {'still Established' if up else 'down'}, "
+                    f"its route {'still at the router' if routed else 'gone'}")
+        if all(up and routed for up, routed in facts.values()):
+            return f"{dead}'s sessions still Established at {' and '.join(facts)}, its routes still at both"
+        return "; ".join(f"at {role} {dead}'s session {'still Established' if up else 'down'}, "
+                         f"its route {'still there' if routed else 'gone'}" for role, (up, routed) in facts.items())
 
     def close(self) -> None:
-        if self.fib is not None:
-            self.fib.close()  # an open netlink socket would keep the router namespace alive
-            self.fib = None
-        self.bird.stop()
+        for fib in self.fibs.values():
+            fib.close()  # an open netlink socket would keep the router namespace alive
+        self.fibs.clear()
+        for bird in self.birds.values():
+            bird.stop()
         from generic.bgp.exabgp import WORKDIR_PREFIX
 
         for pid in self.killed:  # a SIGKILLed manager never closed its speaker
@@ -116,9 +187,8 @@ class _Timeline:
     def watch_state(self) -> None:
         while not self._stop.wait(0.02):
             holders = tuple(f"{n}(dead)" if n in self.dead else n for n in self.lab.holders())
-            if self.router is not None:  # routed: what matters is where the router sends the VIP
-                view = (f"router FIB -> {'+'.join(self.router.via()) or '-':<5}  "
-                        f"BGP routes (best first) from {self.router.paths(self.dead)}")
+            if self.router is not None:  # routed: what matters is where the router(s) send the VIP
+                view = self.router.view(self.dead)
             elif self.lab.metal:  # the client's ARP entry means nothing on a routed EIP; show Metal's view instead
                 view = "EIP assigned to " + (",".join(self.lab.eip_holders()) or "-")
             else:
@@ -208,12 +278,14 @@ def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1), 
     lab: LabCluster | None = None
     router: _Router | None = None
     try:
-        lab = LabCluster(timers=timers, metal=metal, vip=BGP_VIP if bgp else None)
+        lab = LabCluster(timers=timers, metal=metal, vip=BGP_VIP if bgp else None)  # --metal --bgp: EIP reserved
         if bgp:
-            lab.mode_args = _Router.mode_args(lab)  # the topology is known before the rig is built
+            lab.mode_args = _Router.mode_args(lab, metal)  # the topology is known before the rig is built
         lab.up()
         if bgp:
-            router = _Router(lab)
+            if metal:  # before any manager starts: without it each would exit naming `metal project bgp-enable`
+                lab.enable_metal_bgp(asn=NODE_AS, md5=METAL_MD5)
+            router = _Router(lab, metal)
             router.start()
         return _scenario(lab, keep, timers, metal, router)
     except Stopped as stop:
@@ -236,12 +308,22 @@ def run_lab(keep: bool = False, timers: tuple[float, float, float] = (5, 3, 1), 
 
 def _scenario(lab: LabCluster, keep: bool, timers: tuple[float, float, float], metal: bool,
               router: _Router | None) -> int:
-    where = (f"BIRD 2 (AS {ROUTER_AS}, hold {HOLD_TIME} s) and the Kubernetes API emulator at 198.51.100.1"
-             if router is not None else "Kubernetes API emulator at 198.51.100.1:6443"
-             + (", Metal API emulator at :8080" if metal else ""))
-    print(f"kube-vip-metal lab: 3 nodes, router ({where}), client; "
-          f"{'Elastic IP' if metal else 'VIP'} {lab.vip}{' by BGP' if router is not None else ''}; "
+    if router is not None and metal:
+        where = (f"router (Kubernetes API emulator at 198.51.100.1:6443, Metal API emulator at :8080: project BGP "
+                 f"enabled, AS {NODE_AS}, MD5), router2")
+    elif router is not None:
+        where = f"router (BIRD 2 (AS {ROUTER_AS}, hold {HOLD_TIME} s) and the Kubernetes API emulator at 198.51.100.1)"
+    else:
+        where = ("router (Kubernetes API emulator at 198.51.100.1:6443"
+                 + (", Metal API emulator at :8080)" if metal else ")"))
+    print(f"kube-vip-metal lab: 3 nodes, {where}, client; "
+          f"{'Elastic IP' if metal else 'VIP'} {lab.vip}{' by BGP' if router is not None else ''}"
+          f"{', peers from the Metal API' if router is not None and metal else ''}; "
           f"timers {'/'.join(f'{t:g}' for t in timers)} s", flush=True)
+    if router is not None and metal:
+        print("Metal's routers: " + ", ".join(f"{peer.address} on {peer.role}" for peer in METAL_ROUTERS)
+              + f", a BIRD 2 each (AS {METAL_AS}, MD5, multihop, hold {HOLD_TIME} s); every node peers with both. "
+              "The timeline shows each router's kernel FIB and its BIRD's routes, best first.", flush=True)
     for node in lab.nodes:
         lab.start(node)
     timeline = _Timeline(lab, router)
@@ -255,14 +337,16 @@ def _scenario(lab: LabCluster, keep: bool, timers: tuple[float, float, float], m
 
 def _failovers(lab: LabCluster, timeline: _Timeline, keep: bool, timers: tuple[float, float, float],
                metal: bool, router: _Router | None) -> int:
+    eip = metal and router is None  # the Elastic IP mode; with BGP (--metal --bgp) no EIP is assigned
     probe = lab.probe()  # in the Elastic IP mode nothing routes the EIP to the client: it just sees no reply
-    if not metal:
+    if not eip:
         threading.Thread(target=timeline.watch_probe, args=(probe,), daemon=True).start()
 
     def settled() -> bool:
         live = [n for n in lab.holders() if n not in timeline.dead]
         ok = len(live) == 1 and live == [lab.lease_holder()]
-        return ok and (not metal or lab.eip_holders() == live) and (router is None or router.via() == live)
+        return ok and (not eip or lab.eip_holders() == live) and (
+            router is None or all(router.via(role) == live for role in router.roles))
 
     if not _wait(settled, 30):
         lab.keep_workdir = True
@@ -301,14 +385,11 @@ def _failovers(lab: LabCluster, timeline: _Timeline, keep: bool, timers: tuple[f
                                                                 "SIGKILL and cable pulled"), crash)
     lingering = ""
     if router is not None and crashed:
-        dead = crashed["node"]
-        session = "still Established" if router.bird.protocol(dead).established else "down"
-        route = "still at the router" if router.bird.routes(dead) else "gone"
-        lingering = f"; {dead}'s session {session}, its route {route} (hold {HOLD_TIME} s)"
+        lingering = f"; {router.lingering(crashed['node'])} (hold {HOLD_TIME} s)"
     graceful_converged, graceful_outage = fail_leader("STOP {}: SIGTERM (graceful hand-over)", stop)
     timeline.stop()
 
-    if metal:
+    if eip:
         print("\nmeasured in the Metal API emulator (time until the new leader's device holds the EIP):")
         print(f"  crash of the leader     {crash_converged * 1000:8.0f} ms  (lease {timers[0]:g} s)")
         print(f"  graceful hand-over      {graceful_converged * 1000:8.0f} ms")
@@ -322,8 +403,9 @@ def _failovers(lab: LabCluster, timeline: _Timeline, keep: bool, timers: tuple[f
             print(f"  ip netns exec {lab.rig.ns(node)} ip -br addr show {'lo' if router else 'eth0'}")
         print(f"  ip netns exec {lab.rig.ns('client')} ping {lab.vip}")
         if router is not None:
-            print(f"  ip netns exec {lab.rig.ns('router')} ip route show {lab.vip}")
-            print(f"  birdc -s {router.bird.socket} show route {lab.vip}/32 all")
+            for role, bird in router.birds.items():
+                print(f"  ip netns exec {lab.rig.ns(role)} ip route show {lab.vip}")
+                print(f"  birdc -s {bird.socket} show route {lab.vip}/32 all")
         print(f"  manager logs: {lab.workdir}/<node>.log")
         print("Ctrl-C (or SIGTERM, SIGHUP) removes everything.", flush=True)
         while True:
