@@ -95,7 +95,6 @@ def _later(feature: str) -> dict[str, object]:
     return {"available": Availability.NOT_YET, "feature": feature}
 
 
-_SERVICES = _later("One election per Service")
 _ETCD = _later("etcd leader election")
 
 OPTIONS: tuple[Option, ...] = (
@@ -195,7 +194,7 @@ OPTIONS: tuple[Option, ...] = (
     _flag("etcdKey", Group.ETCD, "Client key for etcd", "etcd_key", metavar="PATH", **_ETCD),
     # Services
     _flag("servicesElection", Group.SERVICES, "One election per Service instead of one for all", "svc_election",
-          **_B, **_SERVICES),
+          **_B),
     _flag("lbClassOnly", Group.SERVICES, "Only Services whose loadBalancerClass is --lbClassName", "lb_class_only",
           **_B),
     _flag("lbClassName", Group.SERVICES, "The loadBalancerClass we serve", "lb_class_name",

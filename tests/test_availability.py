@@ -85,6 +85,7 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "log-format": (ARP, ["--log-format", "json"]),
     "annotations": (BGP, ["--annotations", "metal.equinix.com"]),
     "services": (ARP, ["--services"]),
+    "servicesElection": ([*ARP, "--services"], ["--servicesElection"]),
     "serviceInterface": ([*ARP, "--services"], ["--serviceInterface", "eth7"]),
     "servicesLeaseName": ([*ARP, "--services"], ["--servicesLeaseName", "svc-lock"]),
     "lbClassOnly": ([*ARP, "--services"], ["--lbClassOnly"]),
@@ -112,7 +113,6 @@ NOT_YET_SAMPLES: dict[str, list[str]] = {
     "etcdEndpoints": ["--etcdEndpoints", "127.0.0.1:2379"], "etcdCACert": ["--etcdCACert", "/etc/ca.pem"],
     "etcdCert": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
     "etcdKey": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
-    "servicesElection": ["--servicesElection"],
     "prometheusHTTPServer": ["--prometheusHTTPServer", ":2112"], "healthCheckPort": ["--healthCheckPort", "8080"],
 }
 NOT_YET_BASE = {"ddns": ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"]}
@@ -147,10 +147,10 @@ def test_refusal_is_one_line_and_exit_2_and_env_is_named() -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == ['kube-vip-metal: error: --healthCheckPort "8080": not available yet in '
                                           "kube-vip-metal 0.1.0 (The /healthz endpoint); remove it or set it to 0"]
-    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "svc_election": "true"}
+    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "health_check_port": "8080"}
     result = run_cli(["manager", "--controlplane", "--leaderElection", "--address", "192.0.2.10"], env)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith('kube-vip-metal: error: svc_election "true": not available yet')
+    assert result.stderr.startswith('kube-vip-metal: error: health_check_port "8080": not available yet')
     assert "s3cret" not in result.stderr
 
 

@@ -95,14 +95,15 @@ def cluster() -> Iterator[Cluster]:
 
 
 class Node:
-    def __init__(self, cluster: Cluster, name: str, lock: Any = None) -> None:
+    def __init__(self, cluster: Cluster, name: str, lock: Any = None, per_service: bool = False) -> None:
         self.addresses = FakeAddresses(("eth0", "lo"))
         self.announcer = RecordingAnnouncer()
         self.vips = VipController(self.addresses, [self.announcer])
         self.controller = ServicesController(self.vips, cluster.api(f"tok-{name}"), name, RULES,
                                              interface_for=lambda _a: "eth0", lock=lock, timers=TIMERS,
-                                             write_vip_host=lock is not None,
-                                             prefix=lambda a: 32 if a.version == 4 else 128)
+                                             write_vip_host=lock is not None or per_service,
+                                             prefix=lambda a: 32 if a.version == 4 else 128,
+                                             per_service=per_service)
         self.controller.start()
 
     def held(self) -> set[str]:
@@ -117,8 +118,8 @@ class Node:
 def nodes(cluster: Cluster) -> Iterator[Callable[..., Node]]:
     started: list[Node] = []
 
-    def start(name: str, lock: Any = None) -> Node:
-        node = Node(cluster, name, lock)
+    def start(name: str, lock: Any = None, per_service: bool = False) -> Node:
+        node = Node(cluster, name, lock, per_service)
         started.append(node)
         return node
 
@@ -238,3 +239,38 @@ def test_a_watch_break_and_a_410_in_the_middle_of_changes_converge(
     wait_for(lambda: node.held() == {"192.0.2.72", "192.0.2.73", "192.0.2.74", "192.0.2.75"}, timeout=20)
     assert any(informer.resets >= 2 for informer in node.controller._informers)  # it did list again
     assert node.controller.serving()[ServiceKey("default", "s2")]
+
+
+def _lease_holder(cluster: Cluster, service: str) -> str:
+    try:
+        lease = client.CoordinationV1Api(cluster.admin).read_namespaced_lease(f"kubevip-{service}", "default")
+    except client.ApiException:
+        return ""
+    return str(lease.spec.holder_identity or "") if lease.spec else ""
+
+
+def test_per_service_election_one_holder_each_handover_and_local_policy(
+        cluster: Cluster, nodes: Callable[..., Node]) -> None:
+    import threading
+
+    n1, n2 = nodes("n1", per_service=True), nodes("n2", per_service=True)
+    threads = threading.active_count()
+    for i in range(20):
+        cluster.service(f"s{i}", f"192.0.2.{100 + i}")
+        cluster.endpoints(f"s{i}", ["n1", "n2"])
+    everything = {f"192.0.2.{100 + i}" for i in range(20)}
+    wait_for(lambda: n1.held() | n2.held() == everything and not n1.held() & n2.held(), timeout=10)
+    assert threading.active_count() == threads  # no thread per Service (or per Lease)
+    held_by = {f"s{i}": ("n1" if f"192.0.2.{100 + i}" in n1.held() else "n2") for i in range(20)}
+    assert all(_lease_holder(cluster, name) == node for name, node in held_by.items())
+    wait_for(lambda: "n" in str(cluster.core.read_namespaced_service("s0", "default").metadata.annotations), 5)
+
+    cluster.service("local", "192.0.2.150", local=True)
+    cluster.endpoints("local", ["n2"])
+    wait_for(lambda: "192.0.2.150" in n2.held() and _lease_holder(cluster, "local") == "n2", timeout=10)
+    cluster.endpoints("local", ["n1"])  # n2 lost its last local endpoint: it lets go at once, n1 takes over
+    wait_for(lambda: "192.0.2.150" in n1.held() and "192.0.2.150" not in n2.held(), timeout=10)
+
+    n1.stop()  # a graceful stop releases every Lease it held: n2 takes them over without waiting them out
+    wait_for(lambda: n2.held() >= everything, timeout=10)
+    assert n1.held() == set()

@@ -187,3 +187,57 @@ def test_bgp_every_serving_node_advertises_local_only_the_endpoints_node_delete_
     wait_for(lambda: _hops(bird, "203.0.113.50") == [], timeout=20)
     wait_for(lambda: lab.holders("203.0.113.50") == [], timeout=10)
     assert _hops(bird, "203.0.113.10") == [lab.rig.ipv4(lab.lease_holder())]  # the control plane untouched
+
+
+@pytest.fixture(params=["emulator", "kube-apiserver"])
+def per_service_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Api]]:
+    require_rig()
+    cluster = LabCluster(vip="198.51.100.10", timers=TIMERS, api=_backend(request),
+                         extra_args=["--services", "--servicesElection"])
+    with cluster as lab:
+        api = Api(lab)
+        try:
+            yield lab, api
+        finally:
+            for node in list(lab.managers):
+                lab.terminate(node)
+            api.close()
+
+
+def _service_lease_holder(api: Api, service: str) -> str:
+    try:
+        lease = client.CoordinationV1Api(api.client).read_namespaced_lease(f"kubevip-{service}", NAMESPACE)
+    except client.ApiException:
+        return ""
+    return str(lease.spec.holder_identity or "") if lease.spec else ""
+
+
+def test_per_service_election_each_service_its_holder_and_a_crash_moves_only_its_services(
+        per_service_lab: tuple[LabCluster, Api]) -> None:
+    lab, api = per_service_lab
+    for node in lab.nodes:
+        lab.start(node)
+    addresses = {f"s{i}": f"198.51.100.{60 + i}" for i in range(6)}
+    for name, address in addresses.items():
+        api.service(name, address)
+        api.endpoints(name, list(lab.nodes))
+
+    def placement() -> dict[str, list[str]]:
+        return {name: lab.holders(address) for name, address in addresses.items()}
+
+    wait_for(lambda: all(len(held) == 1 for held in placement().values()), timeout=30)
+    before = placement()
+    assert all(_service_lease_holder(api, name) == held[0] for name, held in before.items())
+    victim = before["s0"][0]
+    kept = {name: held for name, held in before.items() if held[0] != victim}
+    lab.rig.link_down(victim)
+    lab.kill(victim)
+    moved = [name for name, held in before.items() if held[0] == victim]
+
+    def alive(held: list[str]) -> list[str]:
+        return [node for node in held if node != victim]  # the dead node keeps its addresses: it is cut off
+
+    wait_for(lambda: all(len(alive(placement()[name])) == 1 for name in moved), timeout=TIMERS[0] + 10)
+    assert all(_service_lease_holder(api, name) == alive(placement()[name])[0] for name in moved)
+    assert {name: held for name, held in placement().items() if name in kept} == kept  # the others never moved
+    assert lab.rig.run("client", ["ping", "-c1", "-W1", addresses["s0"]]).returncode == 0

@@ -2,7 +2,8 @@
 
 ARP: the VIP goes on `--serviceInterface` (`auto`: the default route's interface), else `--interface`, else the
 default route's interface, and the holder of the Services Lease (`--servicesLeaseName`, in `--namespace`)
-serves every Service. BGP: the VIP goes on `lo` and every node serves (ECMP), no Lease.
+serves every Service. BGP: the VIP goes on `lo` and every node serves (ECMP), no Lease. `--servicesElection`
+(either mode): each Service is served by the holder of its own Lease.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def build_services(config: Config, deps: Dependencies, vips: VipController, api:
                    default_interface: Callable[[Addresses, int], str | None]) -> ServicesController:
     assert config.node_name is not None
     election = config.election
+    per_service = config.services.election
     lock = None
-    if config.mode is Mode.ARP:  # one holder serves them all; BGP: every node, ECMP at the router
+    if config.mode is Mode.ARP and not per_service:  # one holder serves them all; BGP: every node, ECMP
         lock = deps.lease_lock(api, election.namespace, election.services_lease_name)
     prefixes = {4: config.vip.prefix_v4, 6: config.vip.prefix_v6}
     return ServicesController(vips, api, config.node_name, rules_of(config),
                               interface_for=interface_chooser(config, deps.addresses, default_interface),
-                              lock=lock, timers=election.timers, write_vip_host=lock is not None,
-                              prefix=lambda address: prefixes[address.version], clock=deps.clock)
+                              lock=lock, timers=election.timers, write_vip_host=lock is not None or per_service,
+                              prefix=lambda address: prefixes[address.version], per_service=per_service,
+                              clock=deps.clock)

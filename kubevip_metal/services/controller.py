@@ -8,6 +8,8 @@ Services that changed, in one batch: one `claim_many` on the VIP controller (one
 Service.
 
 Who serves a Service here:
+- **`--servicesElection`** (ARP or BGP): the holder of the Service's own Lease (kube-vip's `kubevip-<name>` in its
+  namespace; kubevip_metal.services.elections runs them all on one thread and one watch), among the eligible nodes.
 - **ARP**: the holder of the Services Lease (`--servicesLeaseName`, kube-vip's `plndr-svcs-lock`) serves them all;
   the others serve none. Losing the Lease lets go of every Service VIP; the election goes on.
 - **BGP**: every node serves (ECMP at the router), no Lease.
@@ -20,9 +22,9 @@ IP, or a Service on the control plane's IP, keep it until the last owner lets go
 its type) releases its claim: the address and route go unless another owner still wants them.
 
 What we write: `status.loadBalancer.ingress` (each address with the Service's ports and `ipMode: VIP`), and with
-the ARP Lease `kube-vip.io/vipHost` = this node. In BGP mode every serving node would write the same status; the
-writes are idempotent (no write when the Service already shows it) and vipHost is not written (there is no one
-host).
+a Lease (the Services Lease or the Service's own) `kube-vip.io/vipHost` = this node. By BGP without one, every
+serving node would write the same status; the writes are idempotent (no write when the Service already shows it)
+and vipHost is not written (there is no one host).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from generic.election.elector import Timers
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
 from kubevip_metal.daemon.vips import VipController
+from kubevip_metal.services.elections import ServiceElections
 from kubevip_metal.services.informer import Event, Informer, Obj
 from kubevip_metal.services.model import (
     VIP_HOST,
@@ -76,19 +79,24 @@ class _Picture:
 class ServicesController:
     def __init__(self, vips: VipController, api: Any, node: str, rules: ClassRules, *,
                  interface_for: Callable[[IPAddress], str], lock: Lock | None, timers: Timers,
-                 write_vip_host: bool, prefix: Callable[[IPAddress], int],
+                 write_vip_host: bool, prefix: Callable[[IPAddress], int], per_service: bool = False,
                  list_services: Callable[..., Any] | None = None, list_slices: Callable[..., Any] | None = None,
                  status: StatusWriter | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        """`lock`: the Services Lease (ARP: one holder serves all); None: every node serves (BGP)."""
+        """`lock`: the Services Lease (ARP: one holder serves all); None: every node serves (BGP).
+        `per_service`: instead, one Lease per Service (kubevip_metal.services.elections); `lock` is then unused."""
         self.vips, self.api, self.node, self.rules = vips, api, node, rules
         self._interface_for, self._prefix = interface_for, prefix
         self._write_vip_host = write_vip_host
         self._clock = clock
         self._picture = _Picture()
         self._queue: queue.SimpleQueue[Callable[[], Iterable[ServiceKey] | None] | None] = queue.SimpleQueue()
-        self._leading = lock is None
+        self._leading = lock is None or per_service
         self._elector = Elector(lock, node, timers, Callbacks(self._gained, self._lost), clock=clock) \
-            if lock is not None else None
+            if lock is not None and not per_service else None
+        self._elections: ServiceElections | None = None
+        if per_service:
+            self._elections = ServiceElections(api, node, timers, self._lease_changed, clock=clock)
+        self._stopping = False
         self.status = status or StatusWriter(api, clock=clock)
         core, discovery = _apis(api)
         self._informers = [
@@ -113,17 +121,23 @@ class ServicesController:
             informer.start()
         if self._elector is not None:
             self._elector.start()
+        if self._elections is not None:
+            self._elections.start()
 
     def stop(self) -> None:
-        """Step down from the Services Lease (every Service VIP withdrawn), stop watching, release every claim."""
-        if self._elector is not None:
-            self._elector.stop(timeout=1.5)
-        for informer in self._informers:
-            informer.close(timeout=0.5)
+        """Every Service VIP withdrawn first, then the Leases released (so a successor never overlaps with us),
+        then the watches stopped."""
+        self._stopping = True
         self._queue.put(None)
         self._worker.join(1.0)
-        self.status.close(timeout=0.5)
         self.vips.claim_many({owner_of(key): None for key in list(self._picture.claimed)})
+        if self._elector is not None:
+            self._elector.stop(timeout=1.0)
+        if self._elections is not None:
+            self._elections.stop()
+        for informer in self._informers:
+            informer.close(timeout=0.3)
+        self.status.close(timeout=0.3)
 
     @property
     def leading(self) -> bool:
@@ -142,6 +156,9 @@ class ServicesController:
     def _lost(self) -> None:
         log.info("services.following", lease="services", node=self.node, mono=round(self._clock(), 6))
         self._enqueue(lambda: self._set_leading(False))
+
+    def _lease_changed(self, key: ServiceKey, _leading: bool) -> None:
+        self._enqueue(lambda: {key})
 
     def _set_leading(self, leading: bool) -> None:
         self._leading = leading
@@ -188,6 +205,8 @@ class ServicesController:
             picture.skipped.pop(key, None)
 
     def _service_gone(self, key: ServiceKey) -> None:
+        if self._elections is not None:
+            self._elections.unwant(key)
         self._picture.services.pop(key, None)
         self._picture.skipped.pop(key, None)
         self.status.forget(key)
@@ -265,6 +284,8 @@ class ServicesController:
 
     def _decide(self, dirty: set[ServiceKey] | None) -> None:
         """Re-decide `dirty` Services (None: all of them) and apply the result in one batch."""
+        if self._stopping:
+            return
         picture = self._picture
         keys = set(picture.services) | set(picture.claimed) if dirty is None else dirty
         claims: dict[str, tuple[Iterable[Vip], bool] | None] = {}
@@ -278,7 +299,15 @@ class ServicesController:
                     log.info("service.released", service=str(key))
                 continue
             vips = frozenset(Vip(a, self._prefix(a), self._interface_for(a)) for a in intent.addresses)
-            active = self._leading and self._eligible(intent)
+            eligible = self._eligible(intent)
+            if self._elections is not None:  # a candidate only while eligible; losing eligibility releases
+                if eligible:
+                    self._elections.want(key)
+                else:
+                    self._elections.unwant(key)
+                active = eligible and self._elections.leading(key)
+            else:
+                active = self._leading and eligible
             if picture.claimed.get(key) != (vips, active):
                 before = picture.claimed.get(key)
                 picture.claimed[key] = (vips, active)
