@@ -162,6 +162,10 @@ class Elector:
             self._threads.append(thread)
             thread.start()
 
+    def alive(self) -> bool:
+        """Every thread of a started elector is still running (a liveness probe fails a wedged or dead one)."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+
     def stop(self, timeout: float = 2.0) -> None:
         """Stop campaigning: step down (callback first), then release the lock so a peer takes over at once."""
         self._stop.set()

@@ -48,6 +48,7 @@ class VipController:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.repairs = 0
+        self.last_pass = time.monotonic()  # when the reconciler last finished a pass
 
     def attach(self, announcers: Sequence[Announcer]) -> None:
         """Add announcers (the mode's, once they could be built); VIPs already announced are announced to them."""
@@ -216,7 +217,15 @@ class VipController:
         while not self._stop.wait(wait):
             started = time.monotonic()
             self.reconcile()
-            wait = max(self.period, 2 * (time.monotonic() - started))
+            self.last_pass = time.monotonic()
+            wait = max(self.period, 2 * (self.last_pass - started))
+
+    def alive(self, now: float | None = None) -> bool:
+        """The reconciler thread runs and finished a pass recently (a liveness probe fails a wedged one)."""
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        now = time.monotonic() if now is None else now
+        return now - self.last_pass < max(30.0, 10 * self.period)
 
     def stop(self) -> None:
         """Every owner lets go (nothing is left on the interface), then the announcers close."""
