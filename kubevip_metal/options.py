@@ -214,8 +214,8 @@ OPTIONS: tuple[Option, ...] = (
           "vip_loglevel", aliases=("--log",), default="info", metavar="LEVEL"),
     _flag("log-format", Group.OBSERVABILITY, "text (key=value) or json, one event per line", "log_format",
           default="text", metavar="FORMAT"),
-    _flag("prometheusHTTPServer", Group.OBSERVABILITY, "Metrics listen address; empty disables",
-          "prometheus_server", default="", metavar="HOST:PORT", **_later("The Prometheus metrics endpoint")),
+    _flag("prometheusHTTPServer", Group.OBSERVABILITY, "Prometheus /metrics listen address (`:PORT`: every "
+          "address); empty disables", "prometheus_server", default=":2112", metavar="HOST:PORT"),
     _flag("healthCheckPort", Group.OBSERVABILITY, "Port of /healthz (1025-65535); 0 disables",
           "health_check_port", default="0", metavar="PORT", **_later("The /healthz endpoint")),
     # Manifest generation

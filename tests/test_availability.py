@@ -86,6 +86,7 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "annotations": (BGP, ["--annotations", "metal.equinix.com"]),
     "services": (ARP, ["--services"]),
     "servicesElection": ([*ARP, "--services"], ["--servicesElection"]),
+    "prometheusHTTPServer": (ARP, ["--prometheusHTTPServer", "127.0.0.1:29112"]),
     "serviceInterface": ([*ARP, "--services"], ["--serviceInterface", "eth7"]),
     "servicesLeaseName": ([*ARP, "--services"], ["--servicesLeaseName", "svc-lock"]),
     "lbClassOnly": ([*ARP, "--services"], ["--lbClassOnly"]),
@@ -113,7 +114,7 @@ NOT_YET_SAMPLES: dict[str, list[str]] = {
     "etcdEndpoints": ["--etcdEndpoints", "127.0.0.1:2379"], "etcdCACert": ["--etcdCACert", "/etc/ca.pem"],
     "etcdCert": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
     "etcdKey": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
-    "prometheusHTTPServer": ["--prometheusHTTPServer", ":2112"], "healthCheckPort": ["--healthCheckPort", "8080"],
+    "healthCheckPort": ["--healthCheckPort", "8080"],
 }
 NOT_YET_BASE = {"ddns": ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"]}
 

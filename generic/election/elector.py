@@ -104,6 +104,34 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+RENEW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Latency:
+    """Durations of one kind of request, in fixed buckets (plain numbers, for a metrics exporter to read)."""
+
+    def __init__(self, buckets: tuple[float, ...] = RENEW_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)  # per bucket, not cumulative; a duration above the last is only counted
+        self.count = 0
+        self.total = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self.count += 1
+            self.total += seconds
+            for i, bound in enumerate(self.buckets):
+                if seconds <= bound:
+                    self.counts[i] += 1
+                    break
+
+    def snapshot(self) -> tuple[list[int], int, float]:
+        """(per-bucket counts, count, sum), consistent with each other."""
+        with self._lock:
+            return list(self.counts), self.count, self.total
+
+
 @dataclass
 class _State:
     leading: bool = False
@@ -132,6 +160,7 @@ class Elector:
         self._callback_queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._watch_current = False  # the lock's change feed is connected: no need to poll it
         self._threads: list[threading.Thread] = []
+        self.renew_latency = Latency()  # every renew request of a term, successful or not
 
     # -- public -------------------------------------------------------------------------------------------
 
@@ -147,6 +176,12 @@ class Elector:
         with self._cond:
             state = self._state
             return state.record.transitions if state.leading and state.record is not None else None
+
+    @property
+    def changes(self) -> int:
+        """How many times this elector's leadership changed: each start and each end of a term adds one."""
+        with self._cond:
+            return self._state.term
 
     @property
     def leader(self) -> str:
@@ -281,7 +316,10 @@ class Elector:
         renewed = LeaderRecord(self.identity, self.timers.lease_seconds, current.acquire_time, self._now(),
                                current.transitions)
         try:
-            new_version = self.lock.update(renewed, version, remaining)
+            try:
+                new_version = self.lock.update(renewed, version, remaining)
+            finally:
+                self.renew_latency.observe(self._clock() - sent)
         except LockConflict:
             self._after_conflict(term, remaining)
             return

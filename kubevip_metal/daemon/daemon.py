@@ -49,6 +49,8 @@ class Daemon:
         self._announcing = False
         self._lock = threading.Lock()
         self._stopped = False
+        self.metrics: Any = None  # kubevip_metal.metrics.MetricsServer, while --prometheusHTTPServer serves
+        self._metrics_tried = False
 
     def start(self) -> None:
         """Bring up whatever is not up yet: the VIP controller (its first pass clears a crash's leftovers, before
@@ -68,6 +70,14 @@ class Daemon:
             yield
 
     def _start(self) -> None:
+        # -- metrics (kubevip_metal.metrics): tried once, first, so a scrape answers while the rest is NotReady
+        if not self._metrics_tried and self.config.observability.prometheus is not None:
+            from kubevip_metal.metrics import serve
+
+            with self._step():
+                self._metrics_tried = True
+                self.metrics = serve(self.config.observability.prometheus, self)
+        # -- end metrics
         if self.control_plane is None and self.config.control_plane:
             wanted = resolve_vips(self.config, self.deps.addresses, self.mode.default_interface)  # may look up DNS
             with self._step():
@@ -134,6 +144,10 @@ class Daemon:
                 self.control_plane.stop()
             self.vips.stop()
             self.deps.addresses.close()
+            # -- metrics: last, so a scrape during shutdown still sees the step-down
+            if self.metrics is not None:
+                self.metrics.close()
+                self.metrics = None
 
 
 class Stopped(DaemonError):

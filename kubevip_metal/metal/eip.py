@@ -37,6 +37,7 @@ class ElasticIp:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.writes = 0
+        self.moves = 0  # times this node took the EIP (assigned here, or removed from the others)
         self.converged_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="metal-eip", daemon=True)
 
@@ -83,6 +84,7 @@ class ElasticIp:
                 self.writes += 1
         if not self._unassign(others):
             return False
+        self.moves += 1
         log.info("eip.moved", address=str(self.address), to=self.device.id,
                  removed_from=[device for _, device in others], mono=round(self._clock(), 6))
         return True

@@ -19,6 +19,17 @@ T = TypeVar("T")
 MAX_WAIT = 30.0
 
 
+# Failed Metal API requests (every attempt, retried or not) by HTTP status, "network" when there was none; the
+# whole process's, read by kubevip_metal.metrics
+errors_by_status: dict[str, int] = {}
+
+
+def _count_error(exc: BaseException) -> None:
+    status = status_of(exc)
+    key = str(status) if status is not None and status > 0 else "network"
+    errors_by_status[key] = errors_by_status.get(key, 0) + 1
+
+
 class MetalApiError(Exception):
     """A Metal API call failed for good (a 4xx other than 429, or retries exhausted). Carries no token."""
 
@@ -103,8 +114,15 @@ def call(operation: str, fn: Callable[[], T], *, attempts: int = 6, initial: flo
         before_sleep=before_sleep,
         reraise=True,
     )
+    def counted() -> T:
+        try:
+            return fn()
+        except Exception as exc:
+            _count_error(exc)
+            raise
+
     try:
-        return retrying(fn)
+        return retrying(counted)
     except Exception as exc:
         status = status_of(exc)
         reason = getattr(exc, "reason", None) or type(exc).__name__
