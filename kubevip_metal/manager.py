@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 from generic import logfmt
 from kubevip_metal import __version__
@@ -39,9 +40,15 @@ def run(config: Config, stop: threading.Event | None = None, deps: Dependencies 
         log.info("signal.received", signal=signal.Signals(signum).name)
         stop.set()
 
+    report = threading.Event()
+
+    def on_usr1(_signum: int, _frame: FrameType | None) -> None:
+        report.set()  # logged by the main loop: a signal handler should not take the logging locks
+
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGUSR1, on_usr1)
     for warning in config.warnings:
         log.warning("config.warning", message=warning)
     log.info("manager.starting", version=__version__, node=config.node_name, mode=config.mode,
@@ -54,13 +61,24 @@ def run(config: Config, stop: threading.Event | None = None, deps: Dependencies 
         log.error("manager.failed", error=str(exc))
         return 1
     failure: list[str] = []
+    started = threading.Event()
+    try:
+        health = start_health(config, daemon, started)
+    except OSError as exc:
+        log.error("manager.failed", error=str(exc))
+        return 1
     # bring-up runs beside the main thread, which only waits for a signal: SIGTERM never waits for an API server,
     # a DNS answer or a Metal API retry
-    starter = threading.Thread(target=_bring_up, args=(daemon, stop, failure), name="bring-up", daemon=True)
+    starter = threading.Thread(target=_bring_up, args=(daemon, stop, failure, started), name="bring-up",
+                               daemon=True)
     starter.start()
-    while not stop.wait(1.0):
-        pass
+    while not stop.wait(0.5):
+        if report.is_set():
+            report.clear()
+            _report(config, daemon)
     daemon.stop()
+    if health is not None:
+        health.stop()
     starter.join(0.2)
     if failure:
         log.error("manager.failed", error=failure[0])
@@ -69,13 +87,45 @@ def run(config: Config, stop: threading.Event | None = None, deps: Dependencies 
     return 0
 
 
-def _bring_up(daemon: Daemon, stop: threading.Event, failure: list[str]) -> None:
+def start_health(config: Config, daemon: Daemon, started: threading.Event) -> Any:
+    """The /healthz and /readyz server on --healthCheckPort (None when it is 0); OSError when the port is taken."""
+    port = config.observability.health_port
+    if not port:
+        return None
+    from kubevip_metal.health import HealthServer, liveness, readiness
+
+    return HealthServer(port, lambda: liveness(daemon), lambda: readiness(daemon, started.is_set)).start()
+
+
+def _report(config: Config, daemon: Daemon) -> None:
+    """SIGUSR1: the effective configuration (secrets masked) and what this node holds now, one line each."""
+    log.info("config.effective", **dict(describe(config)))
+    control_plane = daemon.control_plane
+    elector = control_plane.elector if control_plane is not None else None
+    services = daemon.services
+    sessions = {}
+    for announcer in daemon.vips.announcers:
+        speaker = getattr(announcer, "speaker", None)
+        if speaker is not None:
+            sessions = {str(peer): state.phase.value for peer, state in speaker.sessions().items()}
+    log.info("state.report", control_plane_leader=elector.is_leader if elector is not None else None,
+             control_plane_leader_is=elector.leader if elector is not None else None,
+             services_leading=services.leading if services is not None else None,
+             services_served=len([1 for active in (services.serving() if services else {}).values() if active]),
+             vips=sorted(str(vip) for vip in daemon.vips.wanted()), bgp_sessions=sessions,
+             announcers=[a.name for a in daemon.vips.announcers])
+
+
+def _bring_up(daemon: Daemon, stop: threading.Event, failure: list[str],
+              started: threading.Event | None = None) -> None:
     """Start the daemon: `NotReady` is retried with backoff (a static pod may start before kubeadm wrote its
     kubeconfig); `FatalError`, or any bug, ends the process with exit 1 (the kubelet restarts it)."""
     backoff = 1.0
     while not stop.is_set():
         try:
             daemon.start()
+            if started is not None:
+                started.set()
             return
         except Stopped:
             return

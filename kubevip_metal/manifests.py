@@ -250,8 +250,12 @@ def _pod_spec(config: Config, static: bool) -> tuple[dict[str, Any], dict[str, s
     container = spec["containers"][0]
     container["image"] = _image(config.manifest.image)
     container["env"] = builder.env
-    # no livenessProbe until /healthz is served (--healthCheckPort is refused by this version's manager): a probe
-    # on an endpoint nothing serves would make the kubelet restart the pod forever
+    port = config.observability.health_port
+    if port:  # probes only on an endpoint the manager serves (--healthCheckPort); none would restart it forever
+        container["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": port}, "initialDelaySeconds": 10,
+                                      "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+        container["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 5,
+                                       "timeoutSeconds": 3, "failureThreshold": 2}
     if builder.mounts:
         container["volumeMounts"] = builder.mounts
     else:

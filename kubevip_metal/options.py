@@ -217,7 +217,7 @@ OPTIONS: tuple[Option, ...] = (
     _flag("prometheusHTTPServer", Group.OBSERVABILITY, "Prometheus /metrics listen address (`:PORT`: every "
           "address); empty disables", "prometheus_server", default=":2112", metavar="HOST:PORT"),
     _flag("healthCheckPort", Group.OBSERVABILITY, "Port of /healthz (1025-65535); 0 disables",
-          "health_check_port", default="0", metavar="PORT", **_later("The /healthz endpoint")),
+          "health_check_port", default="0", metavar="PORT"),
     # Manifest generation
     _flag("image", Group.MANIFEST, "Container image of generated manifests", **_M,
           default="ghcr.io/kube-vip-metal/kube-vip-metal", metavar="IMAGE"),

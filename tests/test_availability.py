@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import threading
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +26,7 @@ from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.daemon.modes import MODES, ModeSpec
 from kubevip_metal.errors import NotReady
 from kubevip_metal.kubeclient import build_api_client
-from kubevip_metal.manager import configure_logging
+from kubevip_metal.manager import configure_logging, start_health
 from kubevip_metal.metal.client import Device, Reservation
 from kubevip_metal.metal.setup import elastic_ip, metal_client
 from kubevip_metal.options import OPTIONS, Availability
@@ -87,6 +88,7 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "services": (ARP, ["--services"]),
     "servicesElection": ([*ARP, "--services"], ["--servicesElection"]),
     "prometheusHTTPServer": (ARP, ["--prometheusHTTPServer", "127.0.0.1:29112"]),
+    "healthCheckPort": (ARP, ["--healthCheckPort", "8080"]),
     "serviceInterface": ([*ARP, "--services"], ["--serviceInterface", "eth7"]),
     "servicesLeaseName": ([*ARP, "--services"], ["--servicesLeaseName", "svc-lock"]),
     "lbClassOnly": ([*ARP, "--services"], ["--lbClassOnly"]),
@@ -114,7 +116,6 @@ NOT_YET_SAMPLES: dict[str, list[str]] = {
     "etcdEndpoints": ["--etcdEndpoints", "127.0.0.1:2379"], "etcdCACert": ["--etcdCACert", "/etc/ca.pem"],
     "etcdCert": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
     "etcdKey": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
-    "healthCheckPort": ["--healthCheckPort", "8080"],
 }
 NOT_YET_BASE = {"ddns": ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"]}
 
@@ -144,14 +145,16 @@ def test_manager_refuses_what_is_not_available_yet(name: str) -> None:
 
 
 def test_refusal_is_one_line_and_exit_2_and_env_is_named() -> None:
-    result = run_cli(["manager", *ARP, "--healthCheckPort", "8080"])
+    dns = ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"]
+    result = run_cli(["manager", *dns, "--ddns"])
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ['kube-vip-metal: error: --healthCheckPort "8080": not available yet in '
-                                          "kube-vip-metal 0.1.0 (The /healthz endpoint); remove it or set it to 0"]
-    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "health_check_port": "8080"}
+    assert result.stderr.splitlines() == ['kube-vip-metal: error: --ddns "true": not available yet in '
+                                          "kube-vip-metal 0.1.0 (DDNS); remove it or set it to false"]
+    env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "vip_leaderelectiontype": "etcd",
+           "etcd_endpoints": "127.0.0.1:2379"}
     result = run_cli(["manager", "--controlplane", "--leaderElection", "--address", "192.0.2.10"], env)
-    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith('kube-vip-metal: error: health_check_port "8080": not available yet')
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith('kube-vip-metal: error: vip_leaderelectiontype "etcd": not available yet')
     assert "s3cret" not in result.stderr
 
 
@@ -162,16 +165,15 @@ def test_defaults_of_unavailable_options_are_accepted() -> None:
 
 
 def test_manifest_renders_them_with_one_warning_per_feature() -> None:
-    result = run_cli(["manifest", "daemonset", "--services", "--bgp", "--bgppeers", "198.51.100.1:65001",
-                      "--annotations", "metal.equinix.com", "--controlplane", "--address", "192.0.2.10",
-                      "--healthCheckPort", "8080"])
+    result = run_cli(["manifest", "daemonset", "--services", "--arp", "--controlplane", "--address",
+                      "cp.example.com", "--ddns", "--healthCheckPort", "8080"])
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.splitlines()
     assert warnings == [
-        "kube-vip-metal: warning: --healthCheckPort: not available yet in kube-vip-metal 0.1.0 (The /healthz "
-        "endpoint); the manager refuses this manifest until it is",
+        "kube-vip-metal: warning: --ddns: not available yet in kube-vip-metal 0.1.0 (DDNS); the manager refuses "
+        "this manifest until it is",
     ]
-    assert "bgp_enable" in result.stdout and "livenessProbe" not in result.stdout
+    assert "vip_ddns" in result.stdout and "/healthz" in result.stdout and "/readyz" in result.stdout
 
 
 # -- consumption: what the daemon reads ------------------------------------------------------------------------
@@ -267,6 +269,9 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
         seen.add("kubernetes.config_path")  # replaced above by a readable file; build_api_client read it
     configure_logging(recorded)
     logfmt.configure(logging.INFO, logfmt.LogFormat.TEXT)
+    health = start_health(recorded, daemon, threading.Event())
+    if health is not None:
+        health.stop()
     return seen
 
 

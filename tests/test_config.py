@@ -51,7 +51,7 @@ def test_defaults_follow_kube_vip() -> None:
     assert config.bgp.local_as == 65000
     assert config.node_name == "node-1"  # host name, lower-cased as kube-vip does
     assert config.observability.log_level == logging.INFO
-    assert config.observability.prometheus is None  # kube-vip's :2112 once metrics land
+    assert config.observability.prometheus == ("", 2112)  # kube-vip's :2112
     assert config.kubernetes.config_path == Path("/etc/kubernetes/admin.conf")
     assert config.control_plane_elects  # ARP always elects
 

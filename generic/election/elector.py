@@ -197,6 +197,12 @@ class Elector:
             self._threads.append(thread)
             thread.start()
 
+    def heard_from_lock(self) -> float | None:
+        """Seconds since the lock (the API server) last answered us, by our clock; None if it never has."""
+        with self._cond:
+            seen = self._state.observed_at
+        return None if not seen else self._clock() - seen
+
     def alive(self) -> bool:
         """Every thread of a started elector is still running (a liveness probe fails a wedged or dead one)."""
         return bool(self._threads) and all(thread.is_alive() for thread in self._threads)

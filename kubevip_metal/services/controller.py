@@ -143,6 +143,15 @@ class ServicesController:
     def leading(self) -> bool:
         return self._leading
 
+    @property
+    def elector(self) -> Elector | None:
+        """The Services Lease's elector (ARP without --servicesElection), for probes and metrics."""
+        return self._elector
+
+    @property
+    def elections(self) -> ServiceElections | None:
+        return self._elections
+
     # -- input ----------------------------------------------------------------------------------------------
 
     def _enqueue(self, change: Callable[[], Iterable[ServiceKey] | None]) -> None:
