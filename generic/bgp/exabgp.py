@@ -988,6 +988,9 @@ class ExaBgpSpeaker:
             removed = [a for a in old if a not in new]
             changed = [a for a in new if a in old and new[a] != old[a]]
             gen.selectable = tuple(dict.fromkeys([*gen.selectable, *new]))
+            now_wall, now_mono = time.time(), time.monotonic()
+            for address in added:  # before the reload: ExaBGP may report the new session up before it is confirmed
+                self._sessions.setdefault(address, _Session(SessionPhase.IDLE, now_wall, now_mono))
         if not added and not removed and not changed:
             return
         try:
@@ -1029,7 +1032,7 @@ class ExaBgpSpeaker:
                 self._sessions.pop(address, None)
                 gen.unsent.pop(address, None)
             for address in added:
-                self._sessions[address] = _Session(SessionPhase.IDLE, now_wall, now_mono)
+                self._sessions.setdefault(address, _Session(SessionPhase.IDLE, now_wall, now_mono))
             fresh = [a for a in [*added, *changed] if a in new]
             wanted = {p: r for p, r in gen.announced.items()}
             if fresh and wanted:
