@@ -46,6 +46,7 @@ class _Snapshot:
 
     indexes: dict[str, int] = field(default_factory=dict)
     entries: dict[tuple[str, int], list[Any]] | None = None
+    links_up: dict[str, bool] = field(default_factory=dict)
 
 
 class _Added:
@@ -178,12 +179,19 @@ class Addresses:
         return removed
 
     def link_up(self, interface: str) -> bool:
-        """Carrier and admin state up (a pulled cable or `ip link set down` make this False)."""
+        """Carrier and admin state up (a pulled cable or `ip link set down` make this False); read once per
+        interface within a batch (a pass over 1,000 VIPs on one interface asked the kernel 1,000 times)."""
+        batch = self._batch
+        if batch is not None and interface in batch.links_up:
+            return batch.links_up[interface]
         try:
             link = self._netlink().get_links(self.index(interface))[0]
         except (AddressError, IndexError):
             return False
-        return bool(link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and link["flags"] & 1)
+        up = bool(link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and link["flags"] & 1)
+        if batch is not None:
+            batch.links_up[interface] = up
+        return up
 
     def mac(self, interface: str) -> bytes:
         link = self._netlink().get_links(self.index(interface))[0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from generic.logfmt import get_logger
 
 log = get_logger("generic.announce")
 
+REPEAT_GRID = 0.1  # seconds: the periodic repeats of every VIP fall on its multiples
 BURST = (0.0, 0.05, 0.2, 0.5, 1.0)  # seconds after takeover; keepalived-like, first packet at once
 
 
@@ -93,6 +95,7 @@ class GarpAnnouncer:
         self._schedule: list[tuple[float, int, int, Vip]] = []  # due, tie-breaker, generation, vip
         self._tie = itertools.count()
         self._generation: dict[Vip, int] = {}  # a withdrawn or re-announced VIP invalidates older entries
+        self._queued: dict[Vip, int] = {}  # entries of the current generation still in the schedule
         self._links: dict[Vip, _Link] = {}
         self._link_was_up: dict[str, bool] = {}
         self._garp = GarpSender()
@@ -116,6 +119,7 @@ class GarpAnnouncer:
     def withdraw(self, vip: Vip) -> None:
         with self._lock:
             self._generation.pop(vip, None)
+            self._queued.pop(vip, None)
             self._links.pop(vip, None)
 
     def refresh(self, vip: Vip) -> bool:
@@ -151,6 +155,11 @@ class GarpAnnouncer:
         now = self._clock()
         for offset in self.burst[1:]:
             heapq.heappush(self._schedule, (now + offset, next(self._tie), generation, vip))
+        self._queued[vip] = len(self.burst) - 1
+        if not self._queued[vip]:  # a burst of one: the periodic repeats start now
+            repeat = math.ceil((now + self.rate) / REPEAT_GRID) * REPEAT_GRID
+            heapq.heappush(self._schedule, (repeat, next(self._tie), generation, vip))
+            self._queued[vip] = 1
         self._wake.notify_all()
 
     def _send(self, vip: Vip) -> None:
@@ -181,6 +190,12 @@ class GarpAnnouncer:
                 if self._generation.get(vip) != generation:
                     continue  # withdrawn or restarted since
                 self._send(vip)
-                if not any(v == vip and g == generation for _, _, g, v in self._schedule):
-                    # the burst is over (or this was a periodic repeat): the next one is a rate away
-                    heapq.heappush(self._schedule, (due + self.rate, next(self._tie), generation, vip))
+                self._queued[vip] -= 1
+                if not self._queued[vip]:
+                    # the burst is over (or this was a periodic repeat): the next one is a rate away; counting
+                    # the queued entries keeps this O(log n) where scanning the schedule made 1,000 VIPs O(n^2)
+                    # the repeats are put on a 100 ms grid, so 1,000 VIPs wake this thread ten times a second
+                    # at most instead of 333 times
+                    repeat = math.ceil((due + self.rate) / REPEAT_GRID) * REPEAT_GRID
+                    heapq.heappush(self._schedule, (repeat, next(self._tie), generation, vip))
+                    self._queued[vip] = 1

@@ -150,3 +150,48 @@ def test_garp_burst_has_a_follow_up_after_the_renew_deadline() -> None:
     announcer.close()
     offsets = [round(at - start, 1) for at in sender.at]
     assert len(offsets) == 6 and offsets[0] == 0.0 and 1.2 <= offsets[-1] <= 1.5, offsets
+
+
+def test_garp_repeats_of_many_vips_share_wakeups_and_keep_their_rate() -> None:
+    """VIPs taken at different moments are each repeated once per rate, and the repeats fall on a 100 ms grid,
+    so the announcer's thread wakes a few times per rate instead of once per VIP (1,000 VIPs at 3 s: 333 times
+    a second)."""
+    import itertools
+    import threading
+    import time
+
+    from generic.announce import REPEAT_GRID, GarpAnnouncer
+
+    class Sender:
+        def __init__(self) -> None:
+            self.sent: list[tuple[float, object]] = []
+            self.lock = threading.Lock()
+
+        def send(self, _interface: str, _mac: bytes, vip: object) -> None:
+            with self.lock:
+                self.sent.append((time.monotonic(), vip))
+
+        def close(self) -> None:
+            pass
+
+    sender = Sender()
+    announcer = GarpAnnouncer(1.0, FakeAddresses())
+    announcer.burst = (0.0,)  # the takeover burst is tested above: only the periodic repeats here
+    announcer._garp = sender  # type: ignore[assignment]
+    vips = [Vip(ipaddress.ip_address("100.64.0.0") + i, 32, "eth0") for i in range(60)]
+    for vip in vips:  # taken over 1.5 s, 25 ms apart
+        announcer.announce(vip)
+        time.sleep(0.025)
+    time.sleep(2.0)
+    announcer.close()
+    taken = {vip: at for at, vip in reversed(sender.sent)}  # each VIP's first announcement
+    repeats = sorted((at, vip) for at, vip in sender.sent if at > taken[vip])
+    per_vip: dict[object, list[float]] = {}
+    for at, vip in repeats:
+        per_vip.setdefault(vip, []).append(at)
+    assert set(per_vip) == {vip.address for vip in vips}
+    for vip, ats in per_vip.items():  # once per rate (within the grid), never faster
+        gaps = [b - a for a, b in itertools.pairwise([taken[vip], *ats])]
+        assert all(1.0 - 0.02 <= gap <= 1.0 + REPEAT_GRID + 0.1 for gap in gaps), (vip, gaps)
+    wakeups = 1 + sum(1 for (a, _), (b, _) in itertools.pairwise(repeats) if b - a > 0.02)
+    assert wakeups <= 3.5 / REPEAT_GRID, f"{wakeups} separate wake-ups for {len(repeats)} repeats"
