@@ -260,7 +260,10 @@ def test_per_service_election_one_holder_each_handover_and_local_policy(
         cluster.endpoints(f"s{i}", ["n1", "n2"])
     everything = {f"192.0.2.{100 + i}" for i in range(20)}
     wait_for(lambda: n1.held() | n2.held() == everything and not n1.held() & n2.held(), timeout=10)
-    assert threading.active_count() == threads  # no thread per Service (or per Lease)
+    from kubevip_metal.services.elections import WRITERS
+
+    # no thread per Service (or per Lease): at most the fixed pool of Lease writers each
+    assert threading.active_count() <= threads + 2 * WRITERS
     held_by = {f"s{i}": ("n1" if f"192.0.2.{100 + i}" in n1.held() else "n2") for i in range(20)}
     assert all(_lease_holder(cluster, name) == node for name, node in held_by.items())
     wait_for(lambda: "n" in str(cluster.core.read_namespaced_service("s0", "default").metadata.annotations), 5)

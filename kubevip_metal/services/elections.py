@@ -20,6 +20,7 @@ from kube-vip keeps its leases.
 
 from __future__ import annotations
 
+import concurrent.futures
 import heapq
 import itertools
 import threading
@@ -37,6 +38,9 @@ from kubevip_metal.services.model import ServiceKey
 log = get_logger("kubevip_metal.services.elections")
 
 REQUEST_TIMEOUT = 5.0
+WRITERS = 8  # Lease writes in flight at once: a crashed node's 400 Leases are taken in a round trip or two, not
+# 400 one after the other, and renewing 1,000 Leases a second fits; a fixed pool, never a thread per Service
+RELEASE_BUDGET = 1.5  # seconds stop() spends giving Leases back (SIGTERM's 2 s)
 
 
 def lease_name(key: ServiceKey) -> str:
@@ -60,6 +64,9 @@ class _Lease:
     leading: bool = False
     renewed_at: float = 0.0  # our clock when our last successful write was sent
     acquire_time: str | None = None
+    busy: bool = False  # a write (or the step-down callback) of this Lease is in flight on the pool
+    deferred: bool = False  # it came due while busy: looked at again as soon as the write is done
+    due: float | None = None  # when the scheduler looks at it next: one entry per Lease (the earliest wins)
 
 
 class ServiceElections:
@@ -83,6 +90,7 @@ class ServiceElections:
         self._informer = Informer("leases", list_leases or self._coordination.list_lease_for_all_namespaces,
                                   self._reset, self._events)
         self._thread = threading.Thread(target=self._run, name="service-elections", daemon=True)
+        self._pool = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="service-lease")
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -100,8 +108,12 @@ class ServiceElections:
             self._cond.notify_all()
         for lease in held:
             self._on_change(lease.key, False)
-        for lease in held:
-            self._release(lease)
+        releases = [self._pool.submit(self._release, lease) for lease in held]
+        done, left = concurrent.futures.wait(releases, timeout=RELEASE_BUDGET)
+        if left:
+            log.warning("service.leases_not_released", released=len(done), left=len(left),
+                        seconds=RELEASE_BUDGET, effect="they expire after their lease duration")
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._informer.close(timeout=0.5)
         self._thread.join(1.0)
 
@@ -161,6 +173,8 @@ class ServiceElections:
             lease.observed_at = self._clock()
         if lease.wanted and not lease.leading:
             self._schedule(key, 0.0 if not lease.holder else lease.duration + 0.01)
+        elif lease.leading and lease.holder != self.identity:
+            self._schedule(key, 0.0)  # taken over (or deleted): step down, or take it back if it is free
 
     def _reset(self, items: list[Obj]) -> None:
         with self._cond:
@@ -184,39 +198,93 @@ class ServiceElections:
     # -- the scheduler --------------------------------------------------------------------------------------
 
     def _schedule(self, key: ServiceKey, delay: float) -> None:
-        heapq.heappush(self._due, (self._clock() + delay, next(self._order), key))
+        """Look at `key` again after `delay`, unless it is already due sooner: one live entry per Lease, so that
+        the paths that each ask for a look (a write's answer, the watch's copy of it, a retry) can never grow
+        into parallel renewal chains. Whatever runs at the earlier time decides again when it is needed next."""
+        lease = self._leases.get(key)
+        at = self._clock() + delay
+        if lease is not None:
+            if lease.due is not None and lease.due <= at:
+                return
+            lease.due = at
+        heapq.heappush(self._due, (at, next(self._order), key))
         self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
+            step_down: ServiceKey | None = None
+            action: Callable[[], None] | None = None
             with self._cond:
                 while not self._stopped and (not self._due or self._due[0][0] > self._clock()):
                     self._cond.wait(None if not self._due else max(0.0, self._due[0][0] - self._clock()))
                 if self._stopped:
                     return
-                _at, _n, key = heapq.heappop(self._due)
+                at, _n, key = heapq.heappop(self._due)
                 lease = self._leases.get(key)
-                if lease is None or not lease.wanted:
+                if lease is None or lease.due != at:
+                    continue  # superseded by an earlier entry
+                lease.due = None
+                if not lease.wanted:
                     continue
-                action = self._next_action(lease)
+                if not lease.busy:
+                    action = self._next_action(lease)
+                    if action is not None:
+                        lease.busy = True
+                else:
+                    lease.deferred = True  # looked at again when its write is done
+                    if lease.leading and self._clock() - lease.renewed_at > self.timers.renew_deadline:
+                        # the renewal is still queued or in flight at the deadline: stop serving now, since a
+                        # candidate elsewhere may take the Lease a lease duration after our last write
+                        lease.leading = False
+                        log.warning("service.lease_lost", service=str(lease.key),
+                                    reason="renew deadline passed with the renewal in flight")
+                        step_down = lease.key
+            if step_down is not None:
+                self._on_change(step_down, False)
             if action is not None:
-                action()
+                try:
+                    self._pool.submit(self._perform, lease, action)
+                except RuntimeError:  # the pool is shut down: stopping
+                    return
+
+    def _perform(self, lease: _Lease, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:  # never lose the Lease's schedule to a surprise
+            log.error("service.lease_action_failed", service=str(lease.key), error=f"{type(exc).__name__}: {exc}")
+            with self._cond:
+                self._schedule(lease.key, self.timers.retry_period)
+        finally:
+            with self._cond:
+                lease.busy = False
+                if lease.deferred:
+                    lease.deferred = False
+                    self._schedule(lease.key, 0.0)
 
     def _next_action(self, lease: _Lease) -> Callable[[], None] | None:
         """Called with the lock held: what this Lease needs now, or None (and when to look again)."""
         now = self._clock()
         if lease.leading:
+            if lease.holder and lease.holder != self.identity:
+                # someone else's write is the newest record: ours was superseded (we were too slow, or it expired
+                # on their clock). Never renew over it: our copy of its resourceVersion would let the write
+                # through, and each of us would take the Lease back from the other at every retry
+                lease.leading = False
+                log.warning("service.lease_lost", service=str(lease.key), reason=f"taken by {lease.holder}")
+                return lambda: self._on_change(lease.key, False)
             if now - lease.renewed_at > self.timers.renew_deadline:  # could not renew in time: stop serving
                 lease.leading = False
                 log.warning("service.lease_lost", service=str(lease.key), reason="renew deadline passed")
                 return lambda: self._on_change(lease.key, False)
             return lambda: self._write(lease, renewing=True)
-        expired = not lease.holder or lease.holder == self.identity or \
-            now - lease.observed_at >= lease.duration
-        if expired:
+        if self._takeable(lease, now):
             return lambda: self._write(lease, renewing=False)
         self._schedule(lease.key, lease.observed_at + lease.duration - now + 0.01)
         return None
+
+    def _takeable(self, lease: _Lease, now: float) -> bool:
+        """Free, ours, or unchanged for its whole duration on our clock (client-go's rule)."""
+        return not lease.holder or lease.holder == self.identity or now - lease.observed_at >= lease.duration
 
     def _body(self, lease: _Lease, renewing: bool) -> dict[str, Any]:
         now = _micro(self._now())
@@ -234,8 +302,18 @@ class ServiceElections:
         from kubernetes.client.exceptions import ApiException
 
         with self._cond:
+            # decided on an older record than the one the write would carry: a write is only as right as the
+            # record it was decided on, since the resourceVersion it sends is the newest one seen
+            if renewing and lease.holder and lease.holder != self.identity:
+                self._schedule(lease.key, 0.0)  # superseded since the scheduler looked: it steps down
+                return
+            if not renewing and not self._takeable(lease, self._clock()):
+                self._schedule(lease.key, 0.0)  # someone took it since the scheduler looked
+                return
             body = self._body(lease, renewing)
             exists = lease.version is not None
+            if renewing:  # a look at the deadline, however long this request takes
+                self._schedule(lease.key, lease.renewed_at + self.timers.renew_deadline - self._clock() + 0.01)
         sent = self._clock()
         self.requests += 1
         try:
@@ -266,8 +344,8 @@ class ServiceElections:
         became = False
         with self._cond:
             self._observe(written)
-            if not lease.wanted:  # let go while we wrote: give it back
-                became = False
+            if not lease.wanted or self._stopped:  # let go (or stopped) while we wrote: give it back
+                lease.leading = became = False
             elif not lease.leading:
                 lease.leading = became = True
             lease.renewed_at = sent
@@ -277,7 +355,7 @@ class ServiceElections:
             log.info("service.lease_acquired", service=str(lease.key), node=self.identity,
                      mono=round(self._clock(), 6))
             self._on_change(lease.key, True)
-        elif not lease.wanted:
+        elif not lease.wanted or self._stopped:
             self._release(lease)
 
     def _release(self, lease: _Lease) -> None:

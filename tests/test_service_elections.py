@@ -1,0 +1,85 @@
+"""Per-Service elections under contention: three candidates want the same 90 Leases at once, with their writes
+in flight concurrently, against the Kubernetes API emulator over real HTTP. The property is client-go's: never
+two leaders of one Lease at the same moment (what the Services controller reads, `leading(key)`, sampled
+throughout), the leader is the one the Lease names, and a stop gives back everything, even a renewal that was
+in flight when it began."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from generic.election.elector import Timers
+from kubevip_metal.services.elections import ServiceElections
+from kubevip_metal.services.model import ServiceKey
+from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator
+from kubevip_testbed.waiting import wait_for
+
+TIMERS = Timers(3.0, 2.0, 0.6)
+NODES = ("n1", "n2", "n3")
+KEYS = [ServiceKey("default", f"s{i}") for i in range(90)]
+
+
+@pytest.fixture
+def apis() -> Iterator[dict[str, Any]]:
+    kube = KubeApiEmulator({f"tok-{n}": n for n in (*NODES, "admin")})
+    thread = EmulatorThread(kube)
+    thread.start()
+    made: dict[str, Any] = {}
+    for name in (*NODES, "admin"):
+        configuration = client.Configuration()
+        configuration.host = thread.urls[0]
+        configuration.api_key = {"authorization": f"Bearer tok-{name}"}
+        configuration.retries = False
+        made[name] = client.ApiClient(configuration)
+    yield made
+    for api in made.values():
+        api.close()
+    thread.stop()
+
+
+def _holder(coordination: Any, key: ServiceKey) -> str:
+    lease = coordination.read_namespaced_lease(f"kubevip-{key.name}", key.namespace)
+    return str(lease.spec.holder_identity or "")
+
+
+def test_contended_leases_never_have_two_leaders(apis: dict[str, Any]) -> None:
+    candidates = {n: ServiceElections(apis[n], n, TIMERS, lambda _key, _leading: None) for n in NODES}
+    overlaps: list[str] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for key in KEYS:
+                leading = [n for n, e in candidates.items() if e.leading(key)]
+                if len(leading) > 1:
+                    overlaps.append(f"{key}: {leading}")
+            stop.wait(0.01)
+
+    sampler = threading.Thread(target=sample)
+    coordination = client.CoordinationV1Api(apis["admin"])
+    try:
+        for elections in candidates.values():
+            elections.start()
+        sampler.start()
+        for key in KEYS:  # every candidate wants every Lease at the same moment
+            for elections in candidates.values():
+                elections.want(key)
+        wait_for(lambda: all(sum(e.leading(k) for e in candidates.values()) == 1 for k in KEYS), timeout=30)
+        stop.wait(3 * TIMERS.lease_duration)  # renewals go on; nobody may take over a live Lease
+        for key in KEYS:
+            assert [n for n, e in candidates.items() if e.leading(key)] == [_holder(coordination, key)], key
+        candidates["n1"].stop()  # a graceful stop: n1's Leases are given back and taken over at once
+        wait_for(lambda: all(sum(e.leading(k) for e in candidates.values()) == 1 for k in KEYS), timeout=10)
+    finally:
+        stop.set()
+        if sampler.is_alive():
+            sampler.join()
+        for elections in candidates.values():
+            elections.stop()
+    assert not overlaps, overlaps[:5]
+    assert all(_holder(coordination, key) == "" for key in KEYS)  # every stop released what it held
