@@ -73,6 +73,8 @@ ROUTER_AS, NODE_AS = 65000, 65001
 TIMERS = (5.0, 3.0, 1.0)
 NAMESPACE = "default"
 BGP_TARGETS = {1000: 1.0, 10000: 5.0}  # issue #10: to the router's FIB
+CASES = ("bgp", "arp", "arp-election", "kube-apiserver")
+ARP_ELECTION_TARGET = 2.0  # issue #10: 1,000 per-Service VIPs answering ARP
 WORKERS = 16
 SETTLE_CAP = 30.0  # the status writer's 50 writes/s: 10,000 statuses take 200 s, more than we wait
 
@@ -155,7 +157,9 @@ class ArpSweeper:
 
     ETH_P_ARP = 0x0806
 
-    def __init__(self, lab: LabCluster, vips: Sequence[str], interval: float = 0.02) -> None:
+    def __init__(self, lab: LabCluster, vips: Sequence[str], interval: float = 0.02,
+                 ignore_mac: str | None = None) -> None:
+        self.ignore_mac = ignore_mac  # replies from it do not count (a crashed node's last answers)
         self.targets = {socket.inet_aton(v): v for v in vips}
         self.replies: dict[str, tuple[float, str]] = {}
         self.interval = interval
@@ -197,9 +201,10 @@ class ArpSweeper:
             if len(data) < 42 or data[20:22] != b"\0\2":
                 continue
             vip = self.targets.get(data[28:32])
-            if vip is not None:
+            sender = ":".join(f"{b:02x}" for b in data[22:28])
+            if vip is not None and sender != self.ignore_mac:
                 with self._lock:
-                    self.replies.setdefault(vip, (time.monotonic(), ":".join(f"{b:02x}" for b in data[22:28])))
+                    self.replies.setdefault(vip, (time.monotonic(), sender))
 
     def answered(self) -> int:
         with self._lock:
@@ -258,6 +263,22 @@ class Burst:
     settled: float = 0.0  # after the burst, until a second without writes (or SETTLE_CAP)
     rest: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    spread: dict[str, int] = field(default_factory=dict)  # per-Service election: VIPs per serving node
+    failover: Failover | None = None
+
+
+@dataclass
+class Failover:
+    """Per-Service election: the node serving the most VIPs crashes (SIGKILL, cable pulled); every one of its
+    VIPs answering ARP from another node."""
+
+    victim: str
+    vips: int
+    target: float  # lease duration + 1 s (issue #10)
+    first: float | None = None
+    p50: float | None = None
+    last: float | None = None
+    moved_to: dict[str, int] = field(default_factory=dict)
 
 
 def bgp_router(lab: LabCluster) -> Bird:
@@ -426,6 +447,86 @@ def ours_arp(lab: LabCluster, backend: ApiBackend, size: int, rest_s: float) -> 
     return burst
 
 
+def ours_arp_election(lab: LabCluster, backend: ApiBackend, size: int, rest_s: float) -> Burst:
+    """`--services --servicesElection` by ARP on three nodes: every Service has its own Lease (kube-vip's
+    `kubevip-<name>`), whoever wins it serves that Service; then the busiest node crashes."""
+    tails = {node: LogTail(lab.log_path(node)) for node in lab.nodes}
+    for node in lab.nodes:
+        lab.start(node)
+    wait_for("control-plane Lease holder", lambda: backend.lease_holder("kube-system", "plndr-cp-lock") or None, 30)
+    lab.rig.run("client", ["ip", "route", "replace", "100.64.0.0/16", "dev", "eth0"])
+    services = [(f"svc-{i}", arp_vip(i)) for i in range(size)]
+    sweeper = ArpSweeper(lab, [address for _, address in services])
+    label = "ours, ARP, per-Service election, 3 nodes"
+    try:
+        say(f"ARP, per-Service election: {size:,} Services; creating")
+        for tail in tails.values():
+            tail.poll()
+        started = time.monotonic()
+        created = create(backend, services)
+        say(f"  created in {created:.2f} s; waiting for every VIP to answer ARP")
+        burst = Burst(label, f"ours_arp_election_{size}", size, len(lab.nodes), created, None, ARP_ELECTION_TARGET)
+        try:
+            wait_for("every VIP answering ARP", lambda: sweeper.answered() == size, max(60.0, size / 20), poll=0.05)
+        except Timeout as exc:
+            burst.notes.append(f"{sweeper.answered()} of {size} answered: {exc}")
+        replies = dict(sweeper.replies)
+        if replies:
+            burst.to_all = max(t for t, _ in replies.values()) - started
+        for _, mac in replies.values():
+            node = str(lab.node_of_mac(mac))
+            burst.spread[node] = burst.spread.get(node, 0) + 1
+        time.sleep(1.0)
+        serving = [t for tail in tails.values() for t in events_since(tail, "service.serving", started)]
+        added = [t for tail in tails.values() for t in events_since(tail, "vip.added", started)]
+        if serving:
+            burst.serving_first, burst.serving_last = min(serving) - started, max(serving) - started
+        if added:
+            burst.vip_added_last, burst.vips_added = max(added) - started, len(added)
+        say(f"  {len(replies):,} answered, the last after {_s(burst.to_all)} s (served by {burst.spread})")
+    finally:
+        sweeper.close()
+    burst.settled = settle(backend, SETTLE_CAP)
+    say(f"  writes settled after {burst.settled:.1f} s")
+    burst.rest = at_rest(lab, {n: p.pid for n, p in lab.managers.items()}, rest_s, backend)
+    if burst.spread:
+        burst.failover = _crash_busiest(lab, replies)
+    for node in list(lab.managers):
+        lab.terminate(node, timeout=15)
+    return burst
+
+
+def _crash_busiest(lab: LabCluster, replies: dict[str, tuple[float, str]]) -> Failover:
+    by_node: dict[str, list[str]] = {}
+    for vip, (_, mac) in replies.items():
+        by_node.setdefault(str(lab.node_of_mac(mac)), []).append(vip)
+    victim = max(by_node, key=lambda n: len(by_node[n]))
+    vips = by_node[victim]
+    outcome = Failover(victim, len(vips), TIMERS[0] + 1.0)
+    sweeper = ArpSweeper(lab, vips, ignore_mac=lab.rig.mac(victim))
+    try:
+        say(f"  crashing {victim} (SIGKILL, cable pulled), which serves {len(vips):,} VIPs")
+        started = time.monotonic()
+        lab.kill(victim)
+        lab.rig.link_down(victim)
+        with contextlib.suppress(Timeout):
+            wait_for(f"{len(vips):,} VIPs answering from another node", lambda: sweeper.answered() == len(vips),
+                     TIMERS[0] * 4 + 30, poll=0.05)
+        times = sorted(t - started for t, _ in sweeper.replies.values())
+        if times:
+            outcome.first, outcome.p50 = times[0], times[len(times) // 2]
+            outcome.last = times[-1] if len(times) == len(vips) else None
+        for _, mac in sweeper.replies.values():
+            node = str(lab.node_of_mac(mac))
+            outcome.moved_to[node] = outcome.moved_to.get(node, 0) + 1
+        say(f"  {len(times):,} of {len(vips):,} answered from {outcome.moved_to}: first {_s(outcome.first)} s, "
+            f"p50 {_s(outcome.p50)} s, last {_s(outcome.last)} s (target {outcome.target:g} s)")
+    finally:
+        sweeper.close()
+        lab.rig.link_up(victim)
+    return outcome
+
+
 class WideServiceRange(real_apiserver.RealApiServer):
     """The test bed's kube-apiserver with a /16 Service range: its /24 holds 254 ClusterIPs (creating the 255th
     Service fails with "failed to allocate a serviceIP: range is full")."""
@@ -515,6 +616,19 @@ def report(bursts: list[Burst], failures: list[str], commit: str, elapsed: float
             headline[f"{b.key}_rss_mb"] = round(max(v["rss_mb"] for v in b.rest.values()), 1)
             headline[f"{b.key}_idle_cpu_pct"] = round(max(v["cpu_pct"] for v in b.rest.values()), 3)
             headline[f"{b.key}_api_req_per_s"] = round(max(v["requests_per_s"] for v in b.rest.values()), 3)
+    failovers = [b for b in bursts if b.failover is not None]
+    if failovers:
+        print()
+        print(f"{'per-Service failover (busiest node crashed)':<44} {'VIPs':>6} {'first s':>8} {'p50 s':>8} "
+              f"{'last s':>8} {'target':>9}  served before -> moved to")
+        for b in failovers:
+            f = b.failover
+            assert f is not None
+            verdict = "" if f.last is None else (" ok" if f.last <= f.target else " MISS")
+            print(f"{b.who + ' ' + f.victim:<44} {f.vips:>6,} {_s(f.first):>8} {_s(f.p50):>8} {_s(f.last):>8} "
+                  f"{f'{f.target:g} s' + verdict:>9}  {b.spread} -> {f.moved_to}")
+            headline[f"{b.key}_failover_last_s"] = None if f.last is None else round(f.last, 3)
+            headline[f"{b.key}_failover_vips"] = f.vips
     print()
     notes = failures + [f"{b.who} {b.services}: {n}" for b in bursts for n in b.notes]
     print(f"wall time {elapsed / 60:.1f} min; failures/notes: {len(notes)}")
@@ -539,9 +653,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 by BGP, 250 by ARP, 200 for kube-vip; 5 s windows")
     parser.add_argument("--no-kube-vip", action="store_true", help="skip the kube-apiserver tier (kube-vip and ours)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the managers' and kube-vip's logs")
+    parser.add_argument("--case", action="append", choices=CASES,
+                        help="run only this case (repeatable; default: all)")
     args = parser.parse_args()
     missing = prerequisites_missing() + bird_driver.missing()
-    if not args.no_kube_vip:
+    if not args.no_kube_vip and "kube-apiserver" in (args.case or CASES):
         missing += real_apiserver.missing() + kubevip.missing(kubevip.TESTED_VERSION)
     if missing:
         print(f"services.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs them", file=sys.stderr)
@@ -587,9 +703,22 @@ def main() -> int:
             say(f"== ARP on the emulator ({lab.rig.prefix})")
             return [ours_arp(lab, lab.api, 250 if args.quick else 1000, rest_s)]
 
-    guarded("BGP on the emulator", bgp_emulator)
-    guarded("ARP on the emulator", arp_emulator)
-    if not args.no_kube_vip:
+    def arp_election_emulator() -> list[Burst]:
+        lab = LabCluster(timers=TIMERS, vip=ARP_CP_VIP, keep_workdir=True,
+                         extra_args=["--services", "--servicesElection"])
+        labs.append(lab)
+        with lab:
+            say(f"== ARP, per-Service election, on the emulator ({lab.rig.prefix})")
+            return [ours_arp_election(lab, lab.api, 250 if args.quick else 1000, rest_s)]
+
+    cases = set(args.case or CASES)
+    if "bgp" in cases:
+        guarded("BGP on the emulator", bgp_emulator)
+    if "arp" in cases:
+        guarded("ARP on the emulator", arp_emulator)
+    if "arp-election" in cases:
+        guarded("ARP, per-Service election, on the emulator", arp_election_emulator)
+    if not args.no_kube_vip and "kube-apiserver" in cases:
         with contextlib.ExitStack() as stack:
             from kubevip_testbed.peers.lab_backend import RealApiBackend
             from kubevip_testbed.peers.objects import apply, rendered
