@@ -39,6 +39,8 @@ class ElasticIp:
         self.writes = 0
         self.moves = 0  # times this node took the EIP (assigned here, or removed from the others)
         self.converged_at: float | None = None
+        # told of every move here: (address, this device, the devices it was removed from); the daemon's Events
+        self.on_moved: Callable[[str, str, list[str]], None] | None = None
         self._thread = threading.Thread(target=self._run, name="metal-eip", daemon=True)
 
     def start(self) -> None:
@@ -87,6 +89,8 @@ class ElasticIp:
         self.moves += 1
         log.info("eip.moved", address=str(self.address), to=self.device.id,
                  removed_from=[device for _, device in others], mono=round(self._clock(), 6))
+        if self.on_moved is not None:
+            self.on_moved(str(self.address), self.device.id, [device for _, device in others])
         return True
 
     def _unassign(self, assignments: list[tuple[str, str]]) -> bool:
