@@ -19,7 +19,9 @@ request (`count` += n). After the window, or when the PATCH finds the Event gone
 Event is created. The cache of written Events is an LRU of 4,096 keys (client-go's size).
 
 **Writes**: every request has a timeout (`request_timeout`); transient failures (no client yet, connection, 429,
-5xx) are retried with exponential backoff by tenacity (3 attempts), others (403: RBAC, 422) dropped at once.
+5xx) are retried with exponential backoff by tenacity (12 attempts as client-go's, up to 10 s apart, so the
+SteppedDown of a leader cut off from its API server lands once it answers again; the one writer waits meanwhile,
+as client-go's does), others (403: RBAC, 422) are dropped at once.
 Writes are paced by one more token bucket (burst 100, 10 per second), so a burst of 10,000 Services coming up never
 turns into 10,000 requests in a second. Failures are logged at most once a minute per kind, with the count since,
 and never raised into the daemon. `close(timeout)` (SIGTERM) writes what is queued until the timeout, then drops the
@@ -54,7 +56,7 @@ WRITE_BURST, WRITES_PER_SECOND = 100, 10.0
 WINDOW_SECONDS = 600.0
 CACHE_SIZE = 4096
 REQUEST_TIMEOUT = 5.0
-ATTEMPTS = 3
+ATTEMPTS = 12  # client-go's maxTriesPerEvent: a SteppedDown during an API outage lands once it is back
 MESSAGE_LIMIT = 1024
 LOG_EVERY = 60.0
 
@@ -348,7 +350,7 @@ class EventRecorder:
     def _retrying(self, fn: Callable[[_Item, int], None], item: _Item, n: int) -> None:
         tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
-            wait=tenacity.wait_exponential(multiplier=self._backoff, max=4.0),
+            wait=tenacity.wait_exponential(multiplier=self._backoff, max=10.0),
             stop=tenacity.stop_after_attempt(self._attempts) | tenacity.stop_when_event_set(self._closing),
             sleep=self._pause,
             reraise=True,
