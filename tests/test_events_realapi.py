@@ -35,7 +35,8 @@ def _token_without(real_api: RealApiServer, verb: str) -> str:
 
 
 def _client(real_api: RealApiServer, path: Path, token: str) -> Any:
-    return kube_config.new_client_from_config(config_file=str(real_api.write_kubeconfig(path, token)))
+    loader: Any = kube_config  # untyped in the client
+    return loader.new_client_from_config(config_file=str(real_api.write_kubeconfig(path, token)))
 
 
 def _twice(api: Any, node: str) -> EventRecorder:
@@ -51,7 +52,7 @@ def _twice(api: Any, node: str) -> EventRecorder:
     return recorder
 
 
-def _counts(real_api: RealApiServer, node: str) -> list[int]:
+def _counts(real_api: RealApiServer, node: str) -> list[int | None]:
     with real_api.client() as admin:
         items = client.CoreV1Api(admin).list_namespaced_event("default").items
     return [e.count for e in items if e.involved_object.name == node and e.reporting_instance == node]

@@ -52,11 +52,13 @@ class Events:
         return self.core.create_namespaced_service("default", body)
 
     def endpoints(self, service: str, nodes: list[str]) -> None:
-        body = {"metadata": {"name": f"{service}-slice", "labels": {"kubernetes.io/service-name": service}},
+        labels = {"kubernetes.io/service-name": service}
+        body = {"metadata": {"name": f"{service}-slice", "labels": labels},
                 "addressType": "IPv4", "ports": [{"port": 80, "protocol": "TCP"}],
                 "endpoints": [{"addresses": [f"10.244.0.{i + 1}"], "nodeName": node,
                                "conditions": {"ready": True, "serving": True}} for i, node in enumerate(nodes)]}
-        client.DiscoveryV1Api(self.client).create_namespaced_endpoint_slice("default", body)
+        discovery: Any = client.DiscoveryV1Api(self.client)
+        discovery.create_namespaced_endpoint_slice("default", body)
 
     def close(self) -> None:
         discovery = client.DiscoveryV1Api(self.client)
@@ -102,7 +104,8 @@ def test_leadership_drift_and_services_become_events(lab: tuple[LabCluster, Even
     for count in (1, 2):
         wait_for(lambda: cluster.holders() == [leader], timeout=20)
         cluster.rig.run(leader, ["ip", "addr", "del", f"{VIP}/32", "dev", "eth0"])
-        wait_for(lambda c=count: any(e.count == c for e in events.lease("VipDriftRepaired", leader)), timeout=30)
+        wait_for(lambda: any(e.count == count for e in events.lease("VipDriftRepaired", leader)),  # noqa: B023
+                 timeout=30)
     (repaired,) = events.lease("VipDriftRepaired", leader)
     assert repaired.type == "Warning" and "re-added" in repaired.message
 
