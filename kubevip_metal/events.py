@@ -275,6 +275,11 @@ class EventRecorder:
         if self._thread is not None:
             self._thread.join(max(0.0, timeout + 0.05))
 
+    def counts(self) -> dict[str, int]:
+        """Outcomes so far (created, patched, and each reason to drop), for the metrics."""
+        with self._lock:
+            return {"created": self.created, "patched": self.patched, **self.dropped}
+
     def idle(self) -> bool:
         """Nothing queued (for tests)."""
         return self._queue.unfinished_tasks == 0

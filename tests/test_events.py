@@ -266,3 +266,31 @@ def test_stepping_down_says_why() -> None:
     assert [(reason, kind) for _r, reason, _m, kind in recorded.seen] == [("SteppedDown", "Warning"),
                                                                          ("SteppedDown", "Normal")]
     assert recorded.seen[0][2] == "n1 stopped leading: not renewed within the renew deadline"
+
+
+def test_outcomes_are_metrics(kube: tuple[KubeApiEmulator, Any, Any]) -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from kubevip_metal.metrics import DaemonCollector
+
+    _emulator, api, core = kube
+    rec = recorder(api, Clock(), burst=2)
+    try:
+        for _ in range(3):
+            rec.record(LEASE, "BecameLeader", "n1 became leader")
+        settle(rec)
+    finally:
+        rec.close()
+    config = SimpleNamespace(node_name="n1", election=SimpleNamespace(lease_name="plndr-cp-lock"))
+    daemon = SimpleNamespace(config=config, control_plane=None, services=None,
+                             vips=SimpleNamespace(repairs=0, announcers=[]), events=SimpleNamespace(recorder=rec))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(daemon))
+    got = {s.labels["result"]: s.value for family in registry.collect() for s in family.samples
+           if s.name == "kube_vip_events_total"}
+    # one Event (count 2): written as one request, or created and then bumped, as the writer happened to see them
+    assert got["rate_limited"] == 1 and got["created"] == 1 and got["patched"] in (0, 1)
+    (written,) = events(core)
+    assert written.count == 2
