@@ -70,6 +70,7 @@ class ElasticIp:
         others = [a for a in reservation.assignments if a[1] != self.device.id]
         if mine and not others:
             return True
+        removed_from = [device for _, device in others]  # also when the 422 path below removes them first
         if not mine:
             if not self.leading:
                 return False  # lost leadership meanwhile: a follower never writes
@@ -87,10 +88,10 @@ class ElasticIp:
         if not self._unassign(others):
             return False
         self.moves += 1
-        log.info("eip.moved", address=str(self.address), to=self.device.id,
-                 removed_from=[device for _, device in others], mono=round(self._clock(), 6))
+        log.info("eip.moved", address=str(self.address), to=self.device.id, removed_from=removed_from,
+                 mono=round(self._clock(), 6))
         if self.on_moved is not None:
-            self.on_moved(str(self.address), self.device.id, [device for _, device in others])
+            self.on_moved(str(self.address), self.device.id, removed_from)
         return True
 
     def _unassign(self, assignments: list[tuple[str, str]]) -> bool:
