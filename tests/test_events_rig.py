@@ -3,7 +3,8 @@ manager has a token of the rendered RBAC, so its `create` and `patch` on events 
 on the Lease from the leader; the VIP deleted by hand twice gives one VipDriftRepaired whose count is PATCHed to 2;
 a Service gets VipServed from the node serving it, a malformed one ServiceSkipped naming the key; a leader cut off
 from its API server steps down with the reason, written once the server answers again, and its successor's
-BecameLeader; SIGTERM gives SteppedDown "shutting down". Every wait is for a condition, none for a time."""
+BecameLeader; SIGTERM gives SteppedDown "shutting down"; by BGP, the router ending and restoring the session gives
+BgpPeerDown and BgpPeerUp on the Node (the second Up bumps the first one's count). Every wait is for a condition."""
 
 from __future__ import annotations
 
@@ -138,3 +139,59 @@ def test_leadership_drift_and_services_become_events(lab: tuple[LabCluster, Even
     wait_for(lambda: events.lease("SteppedDown", successor), timeout=30)
     (stopped,) = events.lease("SteppedDown", successor)
     assert stopped.type == "Normal" and stopped.message.endswith("shutting down")
+
+
+BGP_VIP = "203.0.113.10"
+ROUTER_AS, NODE_AS = 65000, 65001
+
+
+@pytest.fixture(params=["emulator", "kube-apiserver"])
+def bgp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Any, Events]]:
+    """One manager by BGP without leader election (so there is no Lease: the sessions' Events are the Node's) and
+    BIRD on the router."""
+    from kubevip_testbed import bird as bird_driver
+    from kubevip_testbed.bird import Bird, BirdPeer
+    from tests.rig_support import require
+
+    require_rig()
+    require("BIRD 2", bird_driver.missing())
+    backend = None
+    if request.param == "kube-apiserver":
+        from kubevip_testbed.peers.lab_backend import RealApiBackend
+
+        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    cluster = LabCluster(vip=BGP_VIP, timers=TIMERS, api=backend)
+    router = cluster.rig.ipv4("router")
+    cluster.mode_args = ["--bgp", "--bgppeers", f"{router}:{ROUTER_AS}", "--localAS", str(NODE_AS),
+                         "--bgpHoldTimer", "9"]
+    with cluster as lab:
+        router_bird = Bird(lab.rig, "router", peers=[BirdPeer("n1", lab.rig.ipv4("n1"), NODE_AS)],
+                           asn=ROUTER_AS).start()
+        events = Events(lab)
+        try:
+            yield lab, router_bird, events
+        finally:
+            for node in list(lab.managers):
+                lab.terminate(node)
+            router_bird.stop()
+            events.close()
+
+
+def test_bgp_sessions_going_down_and_up_are_node_events(bgp_lab: tuple[LabCluster, Any, Events]) -> None:
+    lab, router, events = bgp_lab
+    router_ip = lab.rig.ipv4("router")
+    lab.start("n1")
+    router.wait_established("n1", timeout=30)
+    wait_for(lambda: events.find("default", "Node", "n1", "BgpPeerUp", "n1"), timeout=30)
+    (up,) = events.find("default", "Node", "n1", "BgpPeerUp", "n1")
+    assert up.involved_object.uid == "n1" and f"{router_ip} (AS {ROUTER_AS}) established" in up.message
+
+    router.birdc("disable", "n1")  # the router ends the session (a Cease NOTIFICATION)
+    wait_for(lambda: events.find("default", "Node", "n1", "BgpPeerDown", "n1"), timeout=30)
+    (down,) = events.find("default", "Node", "n1", "BgpPeerDown", "n1")
+    assert down.type == "Warning" and str(router_ip) in down.message
+
+    router.birdc("enable", "n1")
+    router.wait_established("n1", timeout=30)
+    # the same Event again: its count is bumped (PATCH), no second object
+    wait_for(lambda: [e.count for e in events.find("default", "Node", "n1", "BgpPeerUp", "n1")] == [2], timeout=30)
