@@ -274,6 +274,8 @@ class EventRecorder:
             self._queue.put_nowait(None)
         if self._thread is not None:
             self._thread.join(max(0.0, timeout + 0.05))
+            if self._thread.is_alive():  # a request in flight past the deadline: the writer drops the rest after it
+                log.warning("event.flush_incomplete", queued=self._queue.qsize(), seconds=timeout)
 
     def counts(self) -> dict[str, int]:
         """Outcomes so far (created, patched, and each reason to drop), for the metrics."""

@@ -294,3 +294,56 @@ def test_outcomes_are_metrics(kube: tuple[KubeApiEmulator, Any, Any]) -> None:
     assert got["rate_limited"] == 1 and got["created"] == 1 and got["patched"] in (0, 1)
     (written,) = events(core)
     assert written.count == 2
+
+
+def test_a_hanging_api_never_holds_up_the_daemons_stop() -> None:
+    """The SteppedDown of a clean stop goes to an API server that accepts connections and never answers: the stop
+    still ends well within SIGTERM's 2 s (Events get what is left of 1.2 s), and the Event is counted as lost."""
+    import socket
+    import time
+
+    from kubevip_metal.daemon.daemon import Daemon
+    from kubevip_metal.daemon.dependencies import Dependencies
+    from kubevip_metal.daemon.modes import ModeSpec
+    from tests.fakes import RecordingAnnouncer
+    from tests.memory_lock import MemoryStore
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshakes; nobody ever reads
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    configuration.retries = False
+    hanging: Any = client.ApiClient(configuration)
+    made: list[EventRecorder] = []
+
+    def events_factory(_config: Any, _api: Any) -> EventRecorder:
+        made.append(EventRecorder(lambda: hanging, "n1"))
+        return made[-1]
+
+    command, given = parse_command_line(["manager", "--controlplane", "--arp", "--address", "192.0.2.10",
+                                         "--nodeName", "n1", "--leaseDuration", "1", "--leaseRenewDuration", "0.75",
+                                         "--leaseRetry", "0.2"])
+    assert command is not None
+    store, addresses = MemoryStore(), FakeAddresses()
+    deps = Dependencies(api_client=lambda: "unused", addresses=addresses, metal_client=lambda: None,
+                        lease_lock=lambda _api, _ns, _name: store.client("n1"), events=events_factory)
+    announcer = RecordingAnnouncer()
+    modes: Any = {build_config(given, command).mode: ModeSpec(lambda a, v: a.default_route_interface(v),
+                                                              lambda _c, _d, _p, _a: [announcer])}
+    daemon = Daemon(build_config(given, command), deps, modes)
+    try:
+        daemon.start()
+        wait_for(lambda: bool(addresses.held), timeout=10)  # leading: BecameLeader is now stuck in the writer
+        began = time.monotonic()
+        daemon.stop()
+        assert time.monotonic() - began < 2.0
+        assert not addresses.held
+        (rec,) = made
+        # once the hanging request times out, the writer counts the BecameLeader and the SteppedDown as lost
+        wait_for(lambda: sum(rec.dropped.values()) == 2, timeout=30)
+        assert rec.created == 0
+    finally:
+        daemon.stop()
+        silent.close()
+        hanging.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,6 +36,8 @@ from kubevip_metal.errors import DaemonError, FatalError, NotReady
 from kubevip_metal.services.controller import ServicesController
 
 log = get_logger("kubevip_metal.daemon")
+
+EVENTS_BY = 1.2  # seconds into stop() after which queued Events are dropped rather than written
 
 
 class Daemon:
@@ -149,6 +152,7 @@ class Daemon:
             if self._stopped:
                 return
             self._stopped = True
+            began = time.monotonic()
             self.events.stop_watching()  # the speaker closing below is no peer going down
             if self.services is not None:
                 self.services.stop()
@@ -156,7 +160,9 @@ class Daemon:
                 self.control_plane.stop()
             self.vips.stop()
             self.deps.addresses.close()
-            self.events.close(timeout=0.5)  # the SteppedDown above is written, for half a second at most
+            # the SteppedDown above is being written meanwhile; what is left gets what is left of EVENTS_BY (never
+            # more than half a second), so Events never push a SIGTERM past its 2 s
+            self.events.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
             # -- metrics: last, so a scrape during shutdown still sees the step-down
             if self.metrics is not None:
                 self.metrics.close()
