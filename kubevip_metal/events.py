@@ -31,7 +31,6 @@ rest and counts it.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
 import time
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import tenacity
 
@@ -385,15 +385,13 @@ class EventRecorder:
             self._written.popitem(last=False)
         self.created += 1
 
-    def _core(self) -> Any:
-        from kubernetes import client
-
+    def _api(self) -> Any:
         api = self._api_client()
         if callable(api):  # an ApiClientSelector
             api = api()
         if api is None:
             raise _Transient("no Kubernetes API client yet")
-        return client.CoreV1Api(api)
+        return api
 
     def _name(self, item: _Item) -> str:
         """client-go's `<object>.<hex nanoseconds>`, plus a serial so two in one tick never collide."""
@@ -409,36 +407,40 @@ class EventRecorder:
                 "type": item.type, "source": {"component": self.component, "host": self.host},
                 "reportingComponent": self.component, "reportingInstance": self.host,
                 "firstTimestamp": stamp, "lastTimestamp": stamp, "count": n}
-        self._call(lambda core: core.create_namespaced_event(item.ref.event_namespace, body,
-                                                             _request_timeout=self._timeout,
-                                                             _preload_content=False))
+        self._send("POST", f"/api/v1/namespaces/{quote(item.ref.event_namespace)}/events", body,
+                   "application/json")
         log.debug("event.created", object=str(item.ref), reason=item.reason, count=n)
         return str(body["metadata"]["name"])  # type: ignore[index]
 
     def _patch(self, written: _Written, item: _Item, n: int) -> None:
         patch = {"count": written.count + n, "lastTimestamp": _timestamp(item.at)}
-        self._call(lambda core: core.patch_namespaced_event(
-            written.name, written.namespace, patch, _request_timeout=self._timeout, _preload_content=False,
-            _content_type="application/strategic-merge-patch+json"), gone_ok=True)
+        self._send("PATCH", f"/api/v1/namespaces/{quote(written.namespace)}/events/{quote(written.name)}", patch,
+                   "application/strategic-merge-patch+json", gone_ok=True)
         log.debug("event.bumped", object=str(item.ref), reason=item.reason, count=written.count + n)
 
-    def _call(self, request: Callable[[Any], Any], gone_ok: bool = False) -> None:
-        from kubernetes.client.exceptions import ApiException
+    def _send(self, method: str, path: str, body: dict[str, Any], content_type: str, gone_ok: bool = False) -> None:
+        """One request with the daemon's client, the body sent as given: the generated methods would first build
+        a pydantic validator per method on its first call, which costs a second on a loaded node, in the middle of
+        a shutdown."""
         from urllib3.exceptions import HTTPError
 
-        core = self._core()
+        api = self._api()
         try:
-            response = request(core)
-            json.loads(response.data or b"{}")
-        except ApiException as exc:
-            status = exc.status or 0
-            if status == 404 and gone_ok:
-                raise _Gone() from None
-            if status in (0, 429) or status >= 500:
-                raise _Transient(f"HTTP {status} {exc.reason}") from None
-            raise _Refused(f"HTTP {status} {exc.reason}") from None
+            method, url, headers, data, _ = api.param_serialize(
+                method, path, header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body, auth_settings=["BearerToken"])
+            response = api.call_api(method, url, header_params=headers, body=data, _request_timeout=self._timeout)
+            response.read()
         except (HTTPError, OSError) as exc:
             raise _Transient(type(exc).__name__) from None
+        status = int(response.status)
+        if 200 <= status < 300:
+            return
+        if status == 404 and gone_ok:
+            raise _Gone()
+        if status == 429 or status >= 500:
+            raise _Transient(f"HTTP {status} {response.reason}")
+        raise _Refused(f"HTTP {status} {response.reason}")
 
 
 class _Refused(Exception):
