@@ -1,6 +1,7 @@
 """The Services controller's Events, over real HTTP against the emulator: VipServed on the Service (its uid) when
 this node starts serving it, VipWithdrawn with the reason when it stops while the Service stays (no endpoint, no
-longer a LoadBalancer), ServiceSkipped naming the malformed key, and nothing for a deleted Service."""
+longer a LoadBalancer, its annotation broken), ServiceSkipped naming the malformed key, and nothing for a deleted
+Service."""
 
 from __future__ import annotations
 
@@ -78,6 +79,16 @@ def test_service_events(world: tuple[Cluster, ListRecorder, FakeAddresses]) -> N
     cluster.core.patch_namespaced_service("moved", "default", body)
     wait_for(lambda: recorded.of("moved", "VipWithdrawn"), timeout=10)
     assert recorded.of("moved", "VipWithdrawn")[0][2].endswith("no longer a LoadBalancer Service of ours")
+
+    cluster.service("edited", "192.0.2.53")
+    cluster.endpoints("edited", ["n1"])
+    wait_for(lambda: recorded.of("edited", "VipServed"), timeout=10)
+    broken: Any = {"metadata": {"annotations": {"kube-vip.io/loadbalancerIPs": "192.0.2.999"}}}
+    cluster.core.patch_namespaced_service("edited", "default", broken)
+    wait_for(lambda: recorded.of("edited", "VipWithdrawn"), timeout=10)
+    withdrawn = recorded.of("edited", "VipWithdrawn")[0][2]
+    assert "kube-vip.io/loadbalancerIPs" in withdrawn and "192.0.2.999" in withdrawn  # the same words as the skip
+    assert recorded.of("edited", "ServiceSkipped")
 
     cluster.service("gone", "192.0.2.52")
     cluster.endpoints("gone", ["n1"])

@@ -213,7 +213,8 @@ class ServicesController:
             return
         gone = picture.services.pop(key, None)
         if gone is not None and self.events is not None and key in picture.claimed and picture.claimed[key][1]:
-            self._withdrawn_why[key] = ("no longer a LoadBalancer Service of ours", gone.uid)
+            why = found.reason if isinstance(found, Skipped) else "no longer a LoadBalancer Service of ours"
+            self._withdrawn_why[key] = (why, gone.uid)
         if isinstance(found, Skipped):
             if picture.skipped.get(key) != found.reason:
                 log.warning("service.skipped", service=str(key), reason=found.reason)
