@@ -98,8 +98,14 @@ def test_leadership_drift_and_services_become_events(lab: tuple[LabCluster, Even
     wait_for(lambda: events.lease("BecameLeader", leader), timeout=30)
     (elected,) = events.lease("BecameLeader", leader)
     assert elected.source.component == "kube-vip-metal" and elected.source.host == leader
-    assert elected.involved_object.uid  # `kubectl describe lease` finds it
     assert VIP in elected.message
+    # `kubectl describe lease` finds it: the field selector it sends, with the Lease's own uid
+    coordination: Any = client.CoordinationV1Api(events.client)
+    lease_uid = coordination.read_namespaced_lease(LEASE, "kube-system").metadata.uid
+    selector = (f"involvedObject.kind=Lease,involvedObject.name={LEASE},involvedObject.namespace=kube-system,"
+                f"involvedObject.uid={lease_uid}")
+    described = events.core.list_namespaced_event("kube-system", field_selector=selector).items
+    assert elected.metadata.uid in {e.metadata.uid for e in described}
 
     # the VIP deleted by hand, twice: one Event, its count bumped by PATCH (the RBAC's second verb)
     for count in (1, 2):
