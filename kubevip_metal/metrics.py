@@ -92,6 +92,7 @@ class DaemonCollector:
         yield CounterMetricFamily("kube_vip_vip_repairs", "Drift repaired by the VIP reconciler (an address "
                                   "re-added or removed, a VIP re-announced)", value=int(vips.repairs))
         yield from self._announcers(list(vips.announcers))
+        yield from self._events(daemon)
 
         from kubevip_metal.metal import retry
 
@@ -120,6 +121,19 @@ class DaemonCollector:
         if elections is not None:
             yield GaugeMetricFamily("kube_vip_service_leases_held", "Per-Service Leases (--servicesElection) "
                                     "this node holds", value=int(elections.leading_count()))
+
+    def _events(self, daemon: Any) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        counts = getattr(getattr(getattr(daemon, "events", None), "recorder", None), "counts", None)
+        if counts is None:
+            return
+        events = CounterMetricFamily("kube_vip_events", "Kubernetes Events by outcome: created, patched (a "
+                                     "repeat's count bumped), or dropped: rate_limited, queue_full, failed, refused, "
+                                     "shutdown", labels=["result"])
+        for result, n in sorted(counts().items()):
+            events.add_metric([result], n)
+        yield events
 
     def _announcers(self, announcers: list[Any]) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

@@ -141,6 +141,7 @@ class _State:
     record: LeaderRecord | None = None
     observed_at: float = 0.0
     reported_leader: str = ""
+    step_down_reason: str | None = None
 
 
 class Elector:
@@ -182,6 +183,13 @@ class Elector:
         """How many times this elector's leadership changed: each start and each end of a term adds one."""
         with self._cond:
             return self._state.term
+
+    @property
+    def step_down_reason(self) -> str | None:
+        """Why the last term ended ("not renewed within the renew deadline", "lock taken by n2", "shutting down");
+        set before on_stopped_leading is queued, so that callback can report it."""
+        with self._cond:
+            return self._state.step_down_reason
 
     @property
     def leader(self) -> str:
@@ -359,6 +367,7 @@ class Elector:
             if not state.leading or state.term != term:
                 return False
             state.leading, state.term = False, state.term + 1
+            state.step_down_reason = reason
             self._cond.notify_all()
         log.warning("election.stopped_leading", lock=self.lock.describe(), identity=self.identity, reason=reason,
                     mono=round(self._clock(), 6))

@@ -78,6 +78,11 @@ class LeaseLock:
     def describe(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def uid(self) -> str:
+        """The Lease's metadata.uid as last read or written ("" before), for Events about it."""
+        return str((self._last.get("metadata") or {}).get("uid") or "")
+
     def _call(self, method: Callable[..., Any], *args: Any, timeout: float | None, **kwargs: Any) -> dict[str, Any]:
         """`method(*args)` with the timeout (None: `method` applies its own), errors mapped to lock errors."""
         from kubernetes.client.exceptions import ApiException

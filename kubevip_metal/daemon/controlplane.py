@@ -19,6 +19,7 @@ from generic.election import Callbacks, Elector, Lock
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
 from kubevip_metal.config import Config, DnsMode
+from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.health import HealthGate
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.errors import NotReady
@@ -76,10 +77,12 @@ def resolve_vips(config: Config, addresses: Addresses, default_interface: Callab
 
 class ControlPlane:
     def __init__(self, config: Config, vips: VipController, wanted: list[Vip], *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """Claims the VIPs as not wanted here yet: the VIP controller's first pass removes a crash's leftover."""
+                 clock: Callable[[], float] = time.monotonic, events: DaemonEvents | None = None) -> None:
+        """Claims the VIPs as not wanted here yet: the VIP controller's first pass removes a crash's leftover.
+        `events`: BecameLeader / SteppedDown (with the elector's reason) on the Lease."""
         assert config.node_name is not None
         self.config, self.vips, self.wanted, self._clock = config, vips, wanted, clock
+        self.events = events
         self.vips.claim(OWNER, wanted, active=False)
         self.elector: Elector | None = None
         self.gate: HealthGate | None = None
@@ -90,6 +93,8 @@ class ControlPlane:
             callbacks = Callbacks(self._started_leading, self._stopped_leading, self._new_leader, self._all_gone)
             self.elector = Elector(lock, self.config.node_name, self.config.election.timers, callbacks,
                                    clock=self._clock)
+            if self.events is not None:
+                self.events.lease_uid_from(lock)
             self.elector.start()
 
     def follow_health(self, probe: Callable[[], bool]) -> None:
@@ -108,10 +113,14 @@ class ControlPlane:
     def _started_leading(self) -> None:
         self.vips.claim(OWNER, self.wanted, active=True)
         log.info("controlplane.leading", vips=[str(v) for v in self.wanted], mono=round(self._clock(), 6))
+        if self.events is not None:
+            self.events.became_leader(self.wanted)
 
     def _stopped_leading(self) -> None:
         self.vips.claim(OWNER, self.wanted, active=False)
         log.info("controlplane.following", vips=[str(v) for v in self.wanted], mono=round(self._clock(), 6))
+        if self.events is not None:
+            self.events.stepped_down(self.elector.step_down_reason if self.elector is not None else None)
 
     def _new_leader(self, identity: str) -> None:
         log.info("controlplane.leader", leader=identity)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -28,12 +29,15 @@ from generic.logfmt import get_logger
 from kubevip_metal.config import Config, Mode
 from kubevip_metal.daemon.controlplane import ControlPlane, resolve_vips
 from kubevip_metal.daemon.dependencies import Dependencies
+from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.modes import MODES, ModeSpec, mode_spec
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.errors import DaemonError, FatalError, NotReady
 from kubevip_metal.services.controller import ServicesController
 
 log = get_logger("kubevip_metal.daemon")
+
+EVENTS_BY = 1.2  # seconds into stop() after which queued Events are dropped rather than written
 
 
 class Daemon:
@@ -44,6 +48,10 @@ class Daemon:
         self.mode = mode_spec(config, modes)
         self.api: Any = None
         self.vips = VipController(deps.addresses, [], clock=deps.clock)
+        # Kubernetes Events (kubevip_metal.daemon.events): queued by the hooks, written by one thread
+        self.events = DaemonEvents(config, deps.events(config, lambda: self.api))
+        self.vips.on_repaired = self.events.vip_repaired
+        self._events_started = False
         self.control_plane: ControlPlane | None = None
         self.services: ServicesController | None = None
         self._announcing = False
@@ -78,10 +86,15 @@ class Daemon:
                 self._metrics_tried = True
                 self.metrics = serve(self.config.observability.prometheus, self)
         # -- end metrics
+        if not self._events_started:
+            with self._step():
+                self._events_started = True
+                self.events.start()
         if self.control_plane is None and self.config.control_plane:
             wanted = resolve_vips(self.config, self.deps.addresses, self.mode.default_interface)  # may look up DNS
             with self._step():
-                self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock)
+                self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock,
+                                                  events=self.events)
         with self._step():
             self.vips.start()
         if not self._announcing:
@@ -89,6 +102,7 @@ class Daemon:
             try:
                 with self._step():
                     self.vips.attach(announcers)
+                    self.events.attach(announcers)
                     self._announcing = True
             except Stopped:
                 for announcer in announcers:
@@ -107,7 +121,7 @@ class Daemon:
                 from kubevip_metal.daemon.services import build_services
 
                 self.services = build_services(self.config, self.deps, self.vips, self.api,
-                                               self.mode.default_interface)
+                                               self.mode.default_interface, self.events)
                 self.services.start()
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
@@ -138,12 +152,17 @@ class Daemon:
             if self._stopped:
                 return
             self._stopped = True
+            began = time.monotonic()
+            self.events.stop_watching()  # the speaker closing below is no peer going down
             if self.services is not None:
                 self.services.stop()
             if self.control_plane is not None:
                 self.control_plane.stop()
             self.vips.stop()
             self.deps.addresses.close()
+            # the SteppedDown above is being written meanwhile; what is left gets what is left of EVENTS_BY (never
+            # more than half a second), so Events never push a SIGTERM past its 2 s
+            self.events.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
             # -- metrics: last, so a scrape during shutdown still sees the step-down
             if self.metrics is not None:
                 self.metrics.close()

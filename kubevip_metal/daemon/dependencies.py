@@ -29,6 +29,8 @@ class Dependencies:
     health_probe: Callable[[Any], Callable[[], bool]] = field(default=lambda api: _readyz(api))  # api -> probe
     bgp_resolver: Any = None  # source addresses for the router ID (daemon.bgp.SourceResolver); None: the kernel's
     clock: Callable[[], float] = time.monotonic
+    # (config, the daemon's API client getter) -> a kubevip_metal.events recorder (started and closed by the daemon)
+    events: Callable[[Config, Callable[[], Any]], Any] = field(default=lambda config, api: _events(config, api))
 
 
 def _exabgp(settings: SpeakerSettings) -> Speaker:
@@ -55,6 +57,12 @@ def production(config: Config) -> Dependencies:
 
     return Dependencies(api_client=api_client, addresses=Addresses(), metal_client=metal_client,
                         lease_lock=lease_lock)
+
+
+def _events(config: Config, api: Callable[[], Any]) -> Any:
+    from kubevip_metal.daemon.events import recorder_for
+
+    return recorder_for(config, api)
 
 
 def _readyz(api: Any) -> Callable[[], bool]:

@@ -15,6 +15,7 @@ from generic.addresses import Addresses
 from generic.parse import IPAddress
 from kubevip_metal.config import Config, Mode
 from kubevip_metal.daemon.dependencies import Dependencies
+from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.errors import NotReady
 from kubevip_metal.services.controller import ServicesController, rules_of
@@ -39,7 +40,8 @@ def interface_chooser(config: Config, addresses: Addresses,
 
 
 def build_services(config: Config, deps: Dependencies, vips: VipController, api: Any,
-                   default_interface: Callable[[Addresses, int], str | None]) -> ServicesController:
+                   default_interface: Callable[[Addresses, int], str | None],
+                   events: DaemonEvents | None = None) -> ServicesController:
     assert config.node_name is not None
     election = config.election
     per_service = config.services.election
@@ -51,4 +53,4 @@ def build_services(config: Config, deps: Dependencies, vips: VipController, api:
                               interface_for=interface_chooser(config, deps.addresses, default_interface),
                               lock=lock, timers=election.timers, write_vip_host=lock is not None or per_service,
                               prefix=lambda address: prefixes[address.version], per_service=per_service,
-                              clock=deps.clock)
+                              clock=deps.clock, events=events)

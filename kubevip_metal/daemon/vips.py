@@ -48,6 +48,8 @@ class VipController:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.repairs = 0
+        # told of every drift repair: (vip, the owners it was repaired for, what was done); the daemon's Events
+        self.on_repaired: Callable[[Vip, list[str], str], None] | None = None
         self.last_pass = time.monotonic()  # when the reconciler last finished a pass
 
     def attach(self, announcers: Sequence[Announcer]) -> None:
@@ -182,6 +184,7 @@ class VipController:
                         repairs += self._take(vip)
                     elif self.addresses.add(vip):
                         log.warning("reconcile.repaired", vip=str(vip), leading=True, what="address re-added")
+                        self._repaired(vip, self.owners_of(vip), "the address was missing; re-added and announced")
                         for announcer in self.announcers:
                             announcer.announce(vip)
                         repairs += 1
@@ -194,11 +197,21 @@ class VipController:
                     if self.addresses.remove(vip):
                         log.warning("vip.stray_removed", vip=str(vip))
                         log.warning("reconcile.repaired", vip=str(vip), leading=False, what="stray address removed")
+                        self._repaired(vip, sorted(o for o, c in self._claims.items() if vip in c.vips),
+                                       "present while not wanted here; removed")
                         repairs += 1
                 except Exception as exc:
                     log.error("reconcile.failed", vip=str(vip), error=str(exc))
             self.repairs += repairs
         return repairs
+
+    def _repaired(self, vip: Vip, owners: list[str], what: str) -> None:
+        hook = self.on_repaired
+        if hook is not None:
+            try:
+                hook(vip, owners, what)
+            except Exception as exc:  # telling about a repair never stops the next one
+                log.error("reconcile.hook_failed", vip=str(vip), error=f"{type(exc).__name__}: {exc}")
 
     def start(self) -> None:
         """First pass now (it clears what a crash left behind), then one every period."""

@@ -22,6 +22,10 @@ class ElasticIpAnnouncer:
         self._eips = {eip.address: eip for eip in eips}
         self._started = False
 
+    @property
+    def elastic_ips(self) -> list[ElasticIp]:
+        return list(self._eips.values())
+
     def start(self) -> None:
         if not self._started:
             for eip in self._eips.values():

@@ -39,6 +39,8 @@ class ElasticIp:
         self.writes = 0
         self.moves = 0  # times this node took the EIP (assigned here, or removed from the others)
         self.converged_at: float | None = None
+        # told of every move here: (address, this device, the devices it was removed from); the daemon's Events
+        self.on_moved: Callable[[str, str, list[str]], None] | None = None
         self._thread = threading.Thread(target=self._run, name="metal-eip", daemon=True)
 
     def start(self) -> None:
@@ -68,6 +70,7 @@ class ElasticIp:
         others = [a for a in reservation.assignments if a[1] != self.device.id]
         if mine and not others:
             return True
+        removed_from = [device for _, device in others]  # also when the 422 path below removes them first
         if not mine:
             if not self.leading:
                 return False  # lost leadership meanwhile: a follower never writes
@@ -85,8 +88,10 @@ class ElasticIp:
         if not self._unassign(others):
             return False
         self.moves += 1
-        log.info("eip.moved", address=str(self.address), to=self.device.id,
-                 removed_from=[device for _, device in others], mono=round(self._clock(), 6))
+        log.info("eip.moved", address=str(self.address), to=self.device.id, removed_from=removed_from,
+                 mono=round(self._clock(), 6))
+        if self.on_moved is not None:
+            self.on_moved(str(self.address), self.device.id, removed_from)
         return True
 
     def _unassign(self, assignments: list[tuple[str, str]]) -> bool:

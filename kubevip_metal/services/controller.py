@@ -41,6 +41,7 @@ from generic.election import Callbacks, Elector, Lock
 from generic.election.elector import Timers
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
+from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.services.elections import ServiceElections
 from kubevip_metal.services.informer import Event, Informer, Obj
@@ -81,10 +82,13 @@ class ServicesController:
                  interface_for: Callable[[IPAddress], str], lock: Lock | None, timers: Timers,
                  write_vip_host: bool, prefix: Callable[[IPAddress], int], per_service: bool = False,
                  list_services: Callable[..., Any] | None = None, list_slices: Callable[..., Any] | None = None,
-                 status: StatusWriter | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 status: StatusWriter | None = None, clock: Callable[[], float] = time.monotonic,
+                 events: DaemonEvents | None = None) -> None:
         """`lock`: the Services Lease (ARP: one holder serves all); None: every node serves (BGP).
-        `per_service`: instead, one Lease per Service (kubevip_metal.services.elections); `lock` is then unused."""
+        `per_service`: instead, one Lease per Service (kubevip_metal.services.elections); `lock` is then unused.
+        `events`: VipServed / VipWithdrawn / ServiceSkipped on each Service."""
         self.vips, self.api, self.node, self.rules = vips, api, node, rules
+        self.events = events
         self._interface_for, self._prefix = interface_for, prefix
         self._write_vip_host = write_vip_host
         self._clock = clock
@@ -97,6 +101,8 @@ class ServicesController:
         if per_service:
             self._elections = ServiceElections(api, node, timers, self._lease_changed, clock=clock)
         self._stopping = False
+        # released while the Service stays: why and its uid, for its Event
+        self._withdrawn_why: dict[ServiceKey, tuple[str, str]] = {}
         self.status = status or StatusWriter(api, clock=clock)
         core, discovery = _apis(api)
         self._informers = [
@@ -205,15 +211,24 @@ class ServicesController:
             annotations = (obj.get("metadata") or {}).get("annotations") or {}
             self.status.observed(key, status, annotations.get(VIP_HOST))
             return
-        picture.services.pop(key, None)
+        gone = picture.services.pop(key, None)
+        if gone is not None and self.events is not None and key in picture.claimed and picture.claimed[key][1]:
+            why = found.reason if isinstance(found, Skipped) else "no longer a LoadBalancer Service of ours"
+            self._withdrawn_why[key] = (why, gone.uid)
         if isinstance(found, Skipped):
             if picture.skipped.get(key) != found.reason:
                 log.warning("service.skipped", service=str(key), reason=found.reason)
+                if self.events is not None:
+                    self.events.service_skipped(key.namespace, key.name,
+                                                str((obj.get("metadata") or {}).get("uid") or ""), found.reason)
             picture.skipped[key] = found.reason
         else:
             picture.skipped.pop(key, None)
 
     def _service_gone(self, key: ServiceKey) -> None:
+        if self.events is not None:
+            self.events.service_gone(key.namespace, key.name)
+            self._withdrawn_why.pop(key, None)
         if self._elections is not None:
             self._elections.unwant(key)
         self._picture.services.pop(key, None)
@@ -303,9 +318,12 @@ class ServicesController:
             intent = picture.services.get(key)
             if intent is None:
                 if key in picture.claimed:
-                    del picture.claimed[key]
+                    vips_before, was_active = picture.claimed.pop(key)
                     claims[owner_of(key)] = None
                     log.info("service.released", service=str(key))
+                    told = self._withdrawn_why.pop(key, None)
+                    if self.events is not None and was_active and told is not None:
+                        self.events.service_withdrawn(key.namespace, key.name, told[1], vips_before, told[0])
                 continue
             vips = frozenset(Vip(a, self._prefix(a), self._interface_for(a)) for a in intent.addresses)
             eligible = self._eligible(intent)
@@ -325,12 +343,31 @@ class ServicesController:
                     log.info("service.serving" if active else "service.not_serving", service=str(key),
                              vips=[str(v) for v in sorted(vips, key=str)], local=intent.local,
                              mono=round(self._clock(), 6))
+                    self._tell(intent, vips, active, was_active=before is not None and before[1],
+                               eligible=eligible)
             if active:
                 statuses[key] = _status_of(intent, self.node if self._write_vip_host else None)
         if claims:
             self.vips.claim_many(claims)
         for key, wanted in statuses.items():
             self.status.want(key, wanted)
+
+    def _tell(self, intent: ServiceIntent, vips: frozenset[Vip], active: bool, *, was_active: bool,
+              eligible: bool) -> None:
+        """The Service's Event for a change of who serves it here (none for a Service never served here)."""
+        if self.events is None:
+            return
+        key = intent.key
+        if active:
+            self.events.service_served(key.namespace, key.name, intent.uid, vips)
+        elif was_active:
+            if not eligible:
+                why = "no ready endpoint on this node" if intent.local else "no ready endpoint"
+            elif self._elections is not None:
+                why = "this node no longer holds the Service's Lease"
+            else:
+                why = "this node no longer holds the Services Lease"
+            self.events.service_withdrawn(key.namespace, key.name, intent.uid, vips, why)
 
     def serving(self) -> dict[ServiceKey, bool]:
         """Each known Service of ours and whether this node serves it now (for tests and the lab)."""
