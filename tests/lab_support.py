@@ -217,5 +217,12 @@ class Sampler:
 
 def settled(lab: LabCluster) -> str:
     """Wait until exactly one node holds the VIP and it is the Lease holder; return it."""
-    wait_for(lambda: len(lab.holders()) == 1 and lab.holders() == [lab.lease_holder()])
-    return lab.holders()[0]
+    seen: list[str] = []
+
+    def one_holder_named_by_the_lease() -> bool:
+        holders = lab.holders()  # read once: a second read may see the VIP move on
+        seen[:] = holders
+        return len(holders) == 1 and holders == [lab.lease_holder()]
+
+    wait_for(one_holder_named_by_the_lease)
+    return seen[0]
