@@ -109,14 +109,19 @@ class Dnsmasq:
     def wait_answers(self, name: str, addresses: Sequence[str], timeout: float = 10.0) -> None:
         wanted = sorted(a for a in addresses if ":" not in a)
         deadline = time.monotonic() + timeout
+        last: object = None
         while True:
             try:
-                if self.query(name) == wanted:
+                last = self.query(name)
+                if last == wanted:
                     return
-            except Exception:  # not listening yet, or a timeout: try again
-                pass
+            except Exception as exc:  # not listening yet, or a timeout: try again
+                last = exc
             if time.monotonic() > deadline:
-                raise RigError(f"dnsmasq did not answer {name} -> {wanted} within {timeout} s (see {self.log})")
+                exited = self.process.poll() if self.process is not None else None
+                tail = self.log.read_text(errors="replace")[-500:] if self.log.exists() else ""
+                raise RigError(f"dnsmasq did not answer {name} -> {wanted} within {timeout} s (last: {last!r}; "
+                               f"exit status {exited}; log: {tail!r})")
             time.sleep(0.02)
 
 
