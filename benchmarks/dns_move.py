@@ -232,6 +232,7 @@ def run_case(lab: DnsLab, case: Case, changes: int, next_address: Callable[[], s
                 prober.stdout.readline()  # "started": it sends from now on
                 told = lab.move(new)
                 change = Change(old, new, told, leader)
+                watcher.watch(change)  # from now on: when is the old address on no node
                 at = poll(f"{new} on {leader}", lambda new=new: time.monotonic() if leader in lab.holders(new)
                           else None, 30)
                 change.on_leader = at - told
@@ -244,7 +245,6 @@ def run_case(lab: DnsLab, case: Case, changes: int, next_address: Callable[[], s
                 prober.terminate()
                 with contextlib.suppress(Exception):
                     prober.wait(5)
-            watcher.watch(change)
             done.append(change)
             say(f"   change {i + 1}/{changes}: {old} -> {new}: on the leader {change.on_leader:.3f} s, "
                 f"reachable {change.reachable if change.reachable is None else round(change.reachable, 3)} s")

@@ -101,3 +101,44 @@ def test_a_new_leader_takes_the_names_current_address(lab: DnsLab) -> None:
                    for e in lab.events(successor))  # never the stale address, not even briefly
     wait_for(lambda: _ping(lab, lab.vip), timeout=5)
     assert lab.node_of_mac(lab.client_mac()) == successor
+
+
+def test_by_bgp_a_changed_record_moves_the_route_at_the_router() -> None:
+    """BGP mode: the leader withdraws the old host route and announces the new one; BIRD's kernel FIB and the
+    client's traffic (routed through the router) follow."""
+    import ipaddress
+
+    from kubevip_testbed import bird as bird_driver
+    from kubevip_testbed.bird import Bird, BirdPeer
+
+    require_rig()
+    require("dnsmasq", dnsmasq_missing())
+    require("BIRD 2", bird_driver.missing())
+    old, new = "203.0.113.10", "203.0.113.20"  # outside the LAN: reachable only through the router's routes
+    cluster = DnsLab(first=old, timers=TIMERS, extra_args=["--dnsInterval", str(INTERVAL)])
+    router = cluster.rig.ipv4("router")
+    cluster.mode_args = ["--bgp", "--leaderElection", "--bgppeers", f"{router}:65000", "--localAS", "65001",
+                         "--bgpHoldTimer", "9"]
+    with cluster as lab:
+        bird = Bird(lab.rig, "router", peers=[BirdPeer(n, lab.rig.ipv4(n), 65001) for n in lab.nodes],
+                    asn=65000).start()
+        try:
+            lab.rig.run("client", ["ip", "route", "replace", "203.0.113.0/24", "via", router])
+            for node in lab.nodes:
+                lab.start(node)
+
+            def hops(address: str) -> list[str]:
+                return sorted(bird.fib(4).get(ipaddress.ip_network(f"{address}/32"), []))
+
+            wait_for(lambda: bool(lab.lease_holder()) and hops(old) == [lab.rig.ipv4(lab.lease_holder())],
+                     timeout=30)
+            leader = lab.lease_holder()
+            assert _ping(lab, old)
+            lab.move(new)
+            wait_for(lambda: hops(new) == [lab.rig.ipv4(leader)] and hops(old) == [], timeout=15)
+            assert lab.holders() == [leader] and lab.holders(old) == []
+            wait_for(lambda: _ping(lab, new), timeout=5)
+        finally:
+            for node in list(lab.managers):
+                lab.terminate(node)
+            bird.stop()
