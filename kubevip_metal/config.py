@@ -451,6 +451,8 @@ def _vip(r: _Reader, control_plane: bool, warnings: list[str]) -> VipConfig:
         raise r.error("ddns", "dynamic DNS is for the control-plane VIP: add --controlplane")
     if ddns and dns_name is None:
         raise r.error(address_name, "--ddns needs --address to be a DNS name (the FQDN to register)")
+    if r.given("dnsInterval") is not None and dns_name is None:
+        raise r.error("dnsInterval", "is for a DNS name in --address (the interval between its lookups); remove it")
     service_interface = r.get("serviceInterface", lambda t: t if t == "auto" else parsers.parse_interface(t))
     return VipConfig(
         address=address,

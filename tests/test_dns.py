@@ -317,9 +317,27 @@ def test_dns_interval_is_validated_and_defaults_to_kube_vips_three_seconds() -> 
     assert _build("--controlplane", "--arp", "--address", NAME, "--dnsInterval", "500ms").vip.dns_interval == 0.5
     with pytest.raises(ConfigError, match=r"--dnsInterval.*0.1-3600"):
         _build("--controlplane", "--arp", "--address", NAME, "--dnsInterval", "0.01")
+    with pytest.raises(ConfigError, match=r"--dnsInterval \"5\": is for a DNS name in --address"):
+        _build("--controlplane", "--arp", "--address", "192.0.2.10", "--dnsInterval", "5")
 
 
 def test_a_name_in_the_elastic_ip_mode_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match=r"--address \"vip.kube.test\".*Elastic IP mode needs an IP address"):
         _build("--controlplane", "--metal", "--address", NAME, "--metalKey", "x", "--metalProjectID",
                "6b0c5d52-7f55-4f1b-9a5e-1a2f3c4d5e6f")
+
+
+def test_manifests_carry_dns_interval_only_when_set_for_a_name() -> None:
+    from kubevip_metal.manifests import build_documents
+
+    def env(*argv: str) -> dict[str, str]:
+        command, given = parse_command_line(["manifest", "pod", "--controlplane", "--arp", "--interface", "eth0",
+                                             *argv])
+        assert command is not None
+        (pod,) = build_documents(build_config(given, command))
+        return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
+
+    assert env("--address", NAME, "--dnsInterval", "10")["dns_interval"] == "10"
+    assert "dns_interval" not in env("--address", NAME)  # the default: the manager falls back to the same
+    assert env("--address", NAME, "--dnsMode", "dual")["dns_mode"] == "dual"
+    assert env("--address", NAME)["address"] == NAME
