@@ -142,3 +142,26 @@ def test_by_bgp_a_changed_record_moves_the_route_at_the_router() -> None:
             for node in list(lab.managers):
                 lab.terminate(node)
             bird.stop()
+
+
+def test_dual_moves_the_ipv6_address_alone_and_the_client_reaches_it_by_ndp() -> None:
+    """`--dnsMode dual`: one VIP per family; the AAAA record changes, the IPv6 VIP moves (unsolicited NA), the
+    IPv4 one stays untouched."""
+    require_rig()
+    require("dnsmasq", dnsmasq_missing())
+    v4, v6, v6_new = "198.51.100.10", "2001:db8:100::10", "2001:db8:100::20"
+    with DnsLab(first=v4, also=[v6], timers=TIMERS, extra_args=["--dnsInterval", str(INTERVAL),
+                                                                  "--dnsMode", "dual"]) as lab:
+        assert lab.dns is not None
+        for node in lab.nodes:
+            lab.start(node)
+        leader = settled(lab)
+        wait_for(lambda: lab.holders(v6) == [leader], timeout=10)
+        lab.dns.set(lab.name, v4, v6_new)
+        wait_for(lambda: lab.holders(v6_new) == [leader] and lab.holders(v6) == [], timeout=10)
+        assert lab.holders(v4) == [leader]
+        wait_for(lambda: lab.rig.run("client", ["ping", "-6", "-c1", "-W1", v6_new], check=False).returncode == 0,
+                 timeout=5)
+        moved = [e for e in lab.events(leader) if e["event"] == "dns.moved"]
+        assert [(e["old"], e["new"]) for e in moved] == [(f"{v4},{v6}", f"{v4},{v6_new}")]
+        assert not any(e["event"] == "vip.withdrawn" and e["vip"].startswith(v4 + "/") for e in lab.events(leader))

@@ -107,12 +107,12 @@ class Dnsmasq:
         return sorted(rdata.address for rrset in response.answer for rdata in rrset if hasattr(rdata, "address"))
 
     def wait_answers(self, name: str, addresses: Sequence[str], timeout: float = 10.0) -> None:
-        wanted = sorted(a for a in addresses if ":" not in a)
+        wanted = (sorted(a for a in addresses if ":" not in a), sorted(a for a in addresses if ":" in a))
         deadline = time.monotonic() + timeout
         last: object = None
         while True:
             try:
-                last = self.query(name)
+                last = (self.query(name), self.query(name, "AAAA"))
                 if last == wanted:
                     return
             except Exception as exc:  # not listening yet, or a timeout: try again
@@ -129,9 +129,11 @@ class DnsLab(LabCluster):
     """A LabCluster whose managers follow `--address vip.rig.test`, resolved through dnsmasq in the router
     namespace. `vip` is the name's current address (what `holders()`, `probe()` and `client_mac()` look at)."""
 
-    def __init__(self, nodes: int = 3, *, first: str = "198.51.100.10", name: str = NAME, **kwargs: Any) -> None:
+    def __init__(self, nodes: int = 3, *, first: str = "198.51.100.10", also: Sequence[str] = (), name: str = NAME,
+                 **kwargs: Any) -> None:
+        """`first`: the name's address at start (`vip`); `also`: more addresses it answers (an AAAA for dual)."""
         super().__init__(nodes, vip=first, **kwargs)
-        self.name = name
+        self.name, self.also = name, tuple(also)
         self.dns: Dnsmasq | None = None
 
     def __enter__(self) -> DnsLab:
@@ -140,7 +142,7 @@ class DnsLab(LabCluster):
 
     def _set_up(self) -> None:
         super()._set_up()
-        self.dns = Dnsmasq(self.rig, self.workdir / "dns").start({self.name: [self.vip]})
+        self.dns = Dnsmasq(self.rig, self.workdir / "dns").start({self.name: [self.vip, *self.also]})
         for node in self.nodes:
             self.rig.use_nameservers(node, self.dns.address)
 
