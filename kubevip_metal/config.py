@@ -118,6 +118,7 @@ class VipConfig:
     arp_rate_ms: int
     ddns: bool
     dns_mode: DnsMode
+    dns_interval: float  # seconds between lookups of `dns_name` (the floor; a longer TTL is honoured)
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,9 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
     mode = _mode(r, arp, bgp, metal, control_plane, services_on, command)
 
     vip = _vip(r, control_plane, warnings)
+    if mode is Mode.METAL_EIP and vip.dns_name and not vip.ddns:
+        raise r.error("address", "the Elastic IP mode needs an IP address: an Elastic IP is reserved in the project "
+                      "by address, so a name that moves would move to an address Metal does not route here")
     election = _election(r, control_plane, services_on)
     bgp_config = _bgp(r, mode, metal, command, read_files)
     metal_config = _metal(r, metal, command, read_files)
@@ -447,6 +451,8 @@ def _vip(r: _Reader, control_plane: bool, warnings: list[str]) -> VipConfig:
         raise r.error("ddns", "dynamic DNS is for the control-plane VIP: add --controlplane")
     if ddns and dns_name is None:
         raise r.error(address_name, "--ddns needs --address to be a DNS name (the FQDN to register)")
+    if r.given("dnsInterval") is not None and dns_name is None:
+        raise r.error("dnsInterval", "is for a DNS name in --address (the interval between its lookups); remove it")
     service_interface = r.get("serviceInterface", lambda t: t if t == "auto" else parsers.parse_interface(t))
     return VipConfig(
         address=address,
@@ -460,7 +466,15 @@ def _vip(r: _Reader, control_plane: bool, warnings: list[str]) -> VipConfig:
         arp_rate_ms=r.need("arpRate", lambda t: parsers.parse_int(t, 500, 60000, "milliseconds")),
         ddns=ddns,
         dns_mode=r.need("dnsMode", lambda t: DnsMode(parsers.parse_choice(t, ("first", "ipv4", "ipv6", "dual")))),
+        dns_interval=r.need("dnsInterval", _dns_interval),
     )
+
+
+def _dns_interval(text: str) -> float:
+    seconds = parsers.parse_seconds(text)
+    if not 0.1 <= seconds <= 3600:
+        raise ValueError("must be 0.1-3600 seconds")
+    return seconds
 
 
 def _election(r: _Reader, control_plane: bool, services: bool) -> ElectionConfig:

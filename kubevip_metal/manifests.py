@@ -109,6 +109,8 @@ def _environment(b: _PodBuilder) -> None:
         b.set("serviceInterface", c.vip.service_interface)
     b.set("cidr", f"{c.vip.prefix_v4},{c.vip.prefix_v6}")
     b.set_unless_default("dnsMode", c.vip.dns_mode.value)
+    if c.vip.dns_name:
+        b.set_unless_default("dnsInterval", _seconds(c.vip.dns_interval))
     b.set_unless_default("arpRate", str(c.vip.arp_rate_ms))
     if c.control_plane:
         b.set("controlplane", "true")

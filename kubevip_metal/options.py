@@ -186,6 +186,8 @@ OPTIONS: tuple[Option, ...] = (
           "vip_ddns", **_B, **_later("DDNS")),
     _flag("dnsMode", Group.DNS, "Which answers of a DNS --address to use: first, ipv4, ipv6, dual", "dns_mode",
           default="first", metavar="MODE"),
+    _flag("dnsInterval", Group.DNS, "Seconds between lookups of a DNS --address (a longer TTL is waited out, up to "
+          "300 s); the VIP follows the name", "dns_interval", default="3", metavar="SECONDS"),
     # etcd election
     _flag("etcdEndpoints", Group.ETCD, "etcd endpoints, comma separated (host:port or URL)", "etcd_endpoints",
           metavar="LIST", **_ETCD),

@@ -8,11 +8,13 @@ cd "$(dirname "$0")/.."
 # Debian packages: the virtualenv (python3-venv, which Debian's python3 lacks), namespaces and links (iproute2),
 # fault levers (nftables), probes, certificates for the real kube-apiserver (openssl), and BIRD 2, the BGP router the
 # speaker is proven against (bird2: tests run their own instances in rig namespaces, never the package's service), and
-# for tests/test_image.py podman with runc and catatonit (its pod infra process) and mmdebstrap (the registry-free base).
+# for tests/test_image.py podman with runc and catatonit (its pod infra process) and mmdebstrap (the registry-free base),
+# and dnsmasq's binary alone (dnsmasq-base: the DNS server a DNS --address is resolved through, run by the tests in
+# the router namespace; not the dnsmasq package, whose system service would start on a machine without policy-rc.d).
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends python3-venv iproute2 nftables iputils-ping openssl bird2 \
-  podman runc catatonit mmdebstrap >/dev/null
+  podman runc catatonit mmdebstrap dnsmasq-base >/dev/null
 
 # The Go test peers build from the Go module proxy, once per version, into a cache outside the clone (about
 # 10 minutes cold on 2 cores, instant when cached): etcd and kube-apiserver first, then kube-vip. They build at

@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 
 from generic import logfmt
+from generic.dns import Answer, choose
 from generic.parse import IPAddress
 from kubevip_metal.cli import parse_command_line
 from kubevip_metal.config import Config, ConfigError, Mode, build_config
@@ -36,6 +37,7 @@ from tests.fakes import FakeAddresses, RecordingAnnouncer, RecordingSpeaker
 from tests.memory_lock import MemoryStore
 
 ARP = ["--controlplane", "--arp", "--address", "192.0.2.10", "--nodeName", "n1"]
+DNS_NAME = ["--controlplane", "--arp", "--address", "cp.kube.test", "--nodeName", "n1"]  # answered by _fake_dns
 METAL = ["--controlplane", "--metal", "--address", "192.0.2.10", "--nodeName", "n1", "--metalKey", "t0ken",
          "--metalProjectID", "7c1b2f3a-0000-4000-8000-000000000001", "--metalMetadataURL", "http://127.0.0.1:9/m"]
 
@@ -77,8 +79,8 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "metalDeviceID": (METAL, ["--metalDeviceID", "7c1b2f3a-0000-4000-8000-0000000000d1"]),
     "metalAPIURL": (METAL, ["--metalAPIURL", "http://127.0.0.1:9/metal/v1"]),
     "metalMetadataURL": (METAL, ["--metalMetadataURL", "http://127.0.0.1:9/other"]),
-    "dnsMode": (["--controlplane", "--arp", "--address", "localhost", "--nodeName", "n1"],
-                ["--dnsMode", "ipv4"]),
+    "dnsMode": (DNS_NAME, ["--dnsMode", "ipv4"]),
+    "dnsInterval": (DNS_NAME, ["--dnsInterval", "10"]),
     "k8sConfigPath": (ARP, ["--k8sConfigPath", "/tmp/x.conf"]),
     "k8sBootstrapConfigPath": (ARP, ["--k8sBootstrapConfigPath", "/tmp/y.conf"]),
     "kubernetesAddr": (ARP, ["--kubernetesAddr", "https://127.0.0.1:6443"]),
@@ -229,13 +231,19 @@ class _FakeResolver:
         return ipaddress.ip_address("198.51.100.11")
 
 
+def _fake_dns(name: str, mode: str) -> Answer:
+    """A DNS --address answered here: no test asks a DNS server outside the machine."""
+    both = (ipaddress.ip_address("192.0.2.10"), ipaddress.ip_address("2001:db8::10"))
+    return Answer(choose(name, both[:1], both[1:], mode), None)
+
+
 def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     """Run every piece of the daemon that reads the configuration, on a recorder; return what was read."""
     seen: set[str] = set()
     recorded = cast(Config, _Recorder(config, seen))
     addresses = FakeAddresses(("eth0", "eth7", "lo"))
     deps = Dependencies(api_client=lambda: "api", addresses=addresses, metal_client=lambda: _FakeMetal(),
-                        lease_lock=lambda api, namespace, name: MemoryStore().client("n1"))
+                        lease_lock=lambda api, namespace, name: MemoryStore().client("n1"), dns_lookup=_fake_dns)
     announcer = RecordingAnnouncer()
     modes = {mode: ModeSpec(lambda a, v: "eth0", lambda _c, _d, _p, _a: [announcer]) for mode in Mode}
     daemon = Daemon(recorded, deps, modes)

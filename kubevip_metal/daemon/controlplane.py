@@ -9,16 +9,16 @@ then releases the Lease, so a successor never overlaps with us.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from generic.addresses import Addresses, Vip
+from generic.dns import Answer, DnsResolver, Lookup, LookupFailed
 from generic.election import Callbacks, Elector, Lock
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
-from kubevip_metal.config import Config, DnsMode
+from kubevip_metal.config import Config
 from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.health import HealthGate
 from kubevip_metal.daemon.vips import VipController
@@ -28,43 +28,24 @@ log = get_logger("kubevip_metal.controlplane")
 
 OWNER = "control-plane"
 
-Resolver = Callable[[str], list[IPAddress]]
-
-
 class VipSetupError(NotReady):
     """The VIP cannot be placed yet (no interface, name does not resolve); the manager retries."""
 
 
-def _getaddrinfo(name: str) -> list[IPAddress]:
+def lookup_name(config: Config, lookup: Lookup) -> Answer:
+    """The answer for a DNS `--address` under `--dnsMode`. A name that does not resolve (yet) is NotReady: the
+    manager waits with backoff, saying why, and readiness stays false, rather than exiting: a node often comes up
+    before its DNS does, and a static pod that exits only crash-loops with the same message."""
+    assert config.vip.dns_name is not None
     try:
-        answers = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        raise VipSetupError(f"cannot resolve {name}: {exc}") from None
-    found: list[IPAddress] = []
-    for answer in answers:
-        ip = ipaddress.ip_address(str(answer[4][0]))
-        if ip not in found:
-            found.append(ip)
-    return found
+        return lookup(config.vip.dns_name, config.vip.dns_mode.value)
+    except LookupFailed as exc:
+        raise VipSetupError(str(exc)) from None
 
 
-def _choose(name: str, found: list[IPAddress], mode: DnsMode) -> list[IPAddress]:
-    # indexed, so that mypy keeps the union type (a comprehension over `ip.version == 4` narrows it)
-    v4 = [found[i] for i, ip in enumerate(found) if ip.version == 4][:1]
-    v6 = [found[i] for i, ip in enumerate(found) if ip.version == 6][:1]
-    choices = {DnsMode.FIRST: found[:1], DnsMode.IPV4: v4, DnsMode.IPV6: v6, DnsMode.DUAL: v4 + v6}
-    chosen = choices[mode]
-    if not chosen:
-        raise VipSetupError(f"{name} has no {mode.value} address")
-    return chosen
-
-
-def resolve_vips(config: Config, addresses: Addresses, default_interface: Callable[[Addresses, int], str | None],
-                 resolve: Resolver = _getaddrinfo) -> list[Vip]:
-    """The configured VIP(s) on `--interface`, or on the mode's default interface (the default route's, `lo`)."""
-    ips = list(config.vip.addresses)
-    if config.vip.dns_name:
-        ips = _choose(config.vip.dns_name, resolve(config.vip.dns_name), config.vip.dns_mode)
+def place_vips(config: Config, addresses: Addresses, default_interface: Callable[[Addresses, int], str | None],
+               ips: Iterable[IPAddress]) -> list[Vip]:
+    """The VIP(s) for `ips` on `--interface`, or on the mode's default interface (the default route's, `lo`)."""
     vips = []
     for ip in ips:
         interface = config.vip.interface or default_interface(addresses, ip.version)
@@ -75,6 +56,15 @@ def resolve_vips(config: Config, addresses: Addresses, default_interface: Callab
     return vips
 
 
+def resolve_vips(config: Config, addresses: Addresses, default_interface: Callable[[Addresses, int], str | None],
+                 lookup: Lookup | None = None) -> list[Vip]:
+    """The configured VIP(s), a DNS `--address` looked up once (the daemon's `NameFollower` follows it after)."""
+    ips: Iterable[IPAddress] = config.vip.addresses
+    if config.vip.dns_name:
+        ips = lookup_name(config, lookup or DnsResolver()).addresses
+    return place_vips(config, addresses, default_interface, ips)
+
+
 class ControlPlane:
     def __init__(self, config: Config, vips: VipController, wanted: list[Vip], *,
                  clock: Callable[[], float] = time.monotonic, events: DaemonEvents | None = None) -> None:
@@ -83,6 +73,9 @@ class ControlPlane:
         assert config.node_name is not None
         self.config, self.vips, self.wanted, self._clock = config, vips, wanted, clock
         self.events = events
+        self._active = False  # whether the claim is active (leading, or healthy without an election)
+        self._claiming = threading.Lock()  # the callbacks and `retarget` change (wanted, active) one at a time
+        self._stopped = False
         self.vips.claim(OWNER, wanted, active=False)
         self.elector: Elector | None = None
         self.gate: HealthGate | None = None
@@ -104,20 +97,38 @@ class ControlPlane:
             self.gate = HealthGate(probe, self._health_changed, clock=self._clock)
             self.gate.start()
 
+    def _claim(self, active: bool) -> None:
+        with self._claiming:
+            if not self._stopped:
+                self._active = active
+                self.vips.claim(OWNER, self.wanted, active=active)
+
+    def retarget(self, wanted: list[Vip]) -> None:
+        """The VIP(s) are now `wanted` (the DNS name moved): the claim changes, as active as it was, so on the
+        leader the VIP controller withdraws the old address and adds and announces the new one in one batch, and
+        on a follower it polices the new one. Nothing happens after `stop`."""
+        with self._claiming:
+            if self._stopped:
+                return
+            old, self.wanted = self.wanted, list(wanted)
+            self.vips.claim(OWNER, self.wanted, active=self._active)
+            log.info("controlplane.retargeted", old=[str(v) for v in old], new=[str(v) for v in self.wanted],
+                     active=self._active, mono=round(self._clock(), 6))
+
     def _health_changed(self, healthy: bool) -> None:
-        self.vips.claim(OWNER, self.wanted, active=healthy)
+        self._claim(healthy)
         log.info("controlplane.serving" if healthy else "controlplane.withdrawn", reason="local API server "
                  + ("ready" if healthy else "not ready"), vips=[str(v) for v in self.wanted],
                  mono=round(self._clock(), 6))
 
     def _started_leading(self) -> None:
-        self.vips.claim(OWNER, self.wanted, active=True)
+        self._claim(True)
         log.info("controlplane.leading", vips=[str(v) for v in self.wanted], mono=round(self._clock(), 6))
         if self.events is not None:
             self.events.became_leader(self.wanted)
 
     def _stopped_leading(self) -> None:
-        self.vips.claim(OWNER, self.wanted, active=False)
+        self._claim(False)
         log.info("controlplane.following", vips=[str(v) for v in self.wanted], mono=round(self._clock(), 6))
         if self.events is not None:
             self.events.stepped_down(self.elector.step_down_reason if self.elector is not None else None)
@@ -139,4 +150,6 @@ class ControlPlane:
             self.elector.stop(timeout=1.5)
         if self.gate is not None:
             self.gate.stop()
-        self.vips.release(OWNER)
+        with self._claiming:
+            self._stopped = True
+            self.vips.release(OWNER)

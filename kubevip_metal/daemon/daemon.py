@@ -25,10 +25,13 @@ from typing import Any
 
 from generic.addresses import AddressError, Vip
 from generic.bgp.speaker import MAX_MED
+from generic.dns import DnsResolver, Lookup
 from generic.logfmt import get_logger
+from generic.parse import IPAddress
 from kubevip_metal.config import Config, Mode
-from kubevip_metal.daemon.controlplane import ControlPlane, resolve_vips
+from kubevip_metal.daemon.controlplane import ControlPlane, lookup_name, place_vips
 from kubevip_metal.daemon.dependencies import Dependencies
+from kubevip_metal.daemon.dns_follow import NameFollower
 from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.modes import MODES, ModeSpec, mode_spec
 from kubevip_metal.daemon.vips import VipController
@@ -53,6 +56,8 @@ class Daemon:
         self.vips.on_repaired = self.events.vip_repaired
         self._events_started = False
         self.control_plane: ControlPlane | None = None
+        self.name_follower: NameFollower | None = None  # while a DNS --address is followed
+        self._lookup: Lookup | None = None
         self.services: ServicesController | None = None
         self._announcing = False
         self._lock = threading.Lock()
@@ -91,10 +96,7 @@ class Daemon:
                 self._events_started = True
                 self.events.start()
         if self.control_plane is None and self.config.control_plane:
-            wanted = resolve_vips(self.config, self.deps.addresses, self.mode.default_interface)  # may look up DNS
-            with self._step():
-                self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock,
-                                                  events=self.events)
+            self._start_control_plane()
         with self._step():
             self.vips.start()
         if not self._announcing:
@@ -126,6 +128,34 @@ class Daemon:
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
 
+    def _start_control_plane(self) -> None:
+        """The control plane's VIP(s); a DNS `--address` is looked up (NotReady until it resolves) and then
+        followed (kubevip_metal.daemon.dns_follow)."""
+        vip = self.config.vip
+        if vip.dns_name is None:
+            wanted = place_vips(self.config, self.deps.addresses, self.mode.default_interface, vip.addresses)
+            with self._step():
+                self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock,
+                                                  events=self.events)
+            return
+        if self._lookup is None:
+            self._lookup = self.deps.dns_lookup or DnsResolver()
+        answer = lookup_name(self.config, self._lookup)  # outside the lock: bounded by the resolver's timeout
+        wanted = place_vips(self.config, self.deps.addresses, self.mode.default_interface, answer.addresses)
+        with self._step():
+            control_plane = self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock,
+                                                              events=self.events)
+
+            def moved(ips: tuple[IPAddress, ...]) -> None:
+                control_plane.retarget(place_vips(self.config, self.deps.addresses, self.mode.default_interface,
+                                                  ips))
+
+            self.name_follower = NameFollower(vip.dns_name, vip.dns_mode.value, self._lookup, answer, moved,
+                                              interval=vip.dns_interval, clock=self.deps.clock)
+            self.name_follower.start()
+        log.info("dns.resolved", name=vip.dns_name, mode=vip.dns_mode.value, addresses=str(answer), ttl=answer.ttl,
+                 interval=vip.dns_interval)
+
     def _api(self) -> Any:
         """The one Kubernetes API client of the process, made on first use (the BGP annotation source may need it
         before the election does)."""
@@ -156,6 +186,8 @@ class Daemon:
             self.events.stop_watching()  # the speaker closing below is no peer going down
             if self.services is not None:
                 self.services.stop()
+            if self.name_follower is not None:
+                self.name_follower.stop()
             if self.control_plane is not None:
                 self.control_plane.stop()
             self.vips.stop()

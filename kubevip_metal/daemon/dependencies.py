@@ -13,6 +13,7 @@ from typing import Any
 
 from generic.addresses import Addresses
 from generic.bgp.speaker import Speaker, SpeakerSettings
+from generic.dns import Lookup
 from generic.election.lock import Lock
 from kubevip_metal.config import Config
 
@@ -28,6 +29,7 @@ class Dependencies:
     bgp_speaker: Callable[[SpeakerSettings], Speaker] = field(default=lambda settings: _exabgp(settings))
     health_probe: Callable[[Any], Callable[[], bool]] = field(default=lambda api: _readyz(api))  # api -> probe
     bgp_resolver: Any = None  # source addresses for the router ID (daemon.bgp.SourceResolver); None: the kernel's
+    dns_lookup: Lookup | None = None  # a DNS --address's lookups (generic.dns); None: dnspython, /etc/resolv.conf
     clock: Callable[[], float] = time.monotonic
     # (config, the daemon's API client getter) -> a kubevip_metal.events recorder (started and closed by the daemon)
     events: Callable[[Config, Callable[[], Any]], Any] = field(default=lambda config, api: _events(config, api))

@@ -96,8 +96,11 @@ def environment(home: Path, extra: Mapping[str, str] | None = None) -> dict[str,
 class KubeVipNode:
     """One kube-vip process on a lab node, restarted by hand as a kubelet would restart its static pod."""
 
-    def __init__(self, lab: Any, node: str, version: str, timers: Sequence[int], bgp: KubeVipBgp | None = None) -> None:
+    def __init__(self, lab: Any, node: str, version: str, timers: Sequence[int], bgp: KubeVipBgp | None = None,
+                 address: str | None = None) -> None:
+        """`address`: what `--address` is (a DNS name, say); default the lab's VIP."""
         self.lab, self.node, self.version, self.timers = lab, node, version, tuple(int(t) for t in timers)
+        self.address = address
         self.bgp = bgp  # None: ARP mode on eth0
         self.home = Path(lab.workdir) / f"kube-vip-{node}"
         self.log_path = Path(lab.workdir) / f"{node}.kube-vip.log"
@@ -110,7 +113,8 @@ class KubeVipNode:
         shutil.copyfile(self.lab.kubeconfig(self.node), self.home / ".kube" / "config")
         with self.log_path.open("a") as log:
             extra = self.bgp.environment(self.lab.rig.ipv4(self.node)) if self.bgp is not None else None
-            command = argv(self.version, self.node, self.lab.vip, self.timers, bgp=self.bgp is not None)
+            command = argv(self.version, self.node, self.address or self.lab.vip, self.timers,
+                           bgp=self.bgp is not None)
             self.process = self.lab.rig.spawn(self.node, command, stdout=subprocess.DEVNULL, stderr=log,
                                               env=environment(self.home, extra))
         return self.process

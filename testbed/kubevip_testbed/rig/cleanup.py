@@ -25,6 +25,7 @@ def teardown_namespaces(namespaces: Sequence[str], grace: float) -> list[int]:
     late = [pid for pids in netns.pids_in(namespaces).values() for pid in pids]
     hard += processes.terminate(late, 0)
     netns.delete(namespaces)
+    netns.remove_etc(namespaces)  # a rig's per-namespace resolv.conf (Rig.use_nameservers), if it had one
     return hard
 
 

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -174,3 +175,22 @@ def delete(namespaces: Iterable[str]) -> None:
     left = [name for name in present if exists(name)]
     if left:
         raise RigError(f"could not delete namespaces {left}: {failure}")
+
+
+ETC_DIR = Path("/etc/netns")  # ip-netns(8): files under /etc/netns/<name>/ are bound over /etc/ by `ip netns exec`
+
+
+def write_etc(name: str, filename: str, text: str) -> None:
+    """/etc/netns/<name>/<filename> (written whole, then renamed into place)."""
+    directory = ETC_DIR / name
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".{filename}.new"
+    temporary.write_text(text)
+    temporary.replace(directory / filename)
+
+
+def remove_etc(names: Iterable[str]) -> None:
+    """Remove /etc/netns/<name>/ of each namespace (only those; /etc/netns itself stays)."""
+    for name in names:
+        shutil.rmtree(ETC_DIR / name, ignore_errors=True)
+

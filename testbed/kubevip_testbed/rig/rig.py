@@ -47,6 +47,7 @@ class Rig:
         self._procs: list[subprocess.Popen[Any]] = []
         self._sockets: list[socket.socket] = []
         self._blocks: dict[str, frozenset[faults.Block]] = {}
+        self._etc: list[str] = []  # namespaces given an /etc/netns/<ns>/ (use_nameservers), removed at down()
         self._nft_family: faults.Family = faults.FAMILIES[0]
         self._up = False
 
@@ -130,6 +131,9 @@ class Rig:
                 proc.wait(timeout=2)
         present = [name for name in self.namespaces if netns.exists(name)]
         hard += teardown_namespaces(present, self.grace)
+        with self._lock:
+            etc, self._etc = self._etc, []
+        netns.remove_etc(etc)
         guard.untrack(self)
         self._blocks.clear()
         for role in self._added:  # back to the rig as planned: a later up() builds exactly that
@@ -209,6 +213,20 @@ class Rig:
             if role in self._added:
                 self._added.remove(role)
                 self.hosts.pop(role, None)
+
+    # -- name resolution
+
+    def use_nameservers(self, role: str, *servers: str) -> None:
+        """`role`'s programs resolve through `servers`: /etc/netns/<ns>/resolv.conf, which `ip netns exec`
+        (and so `run` and `spawn`) binds over /etc/resolv.conf for what it starts from now on (ip-netns(8)).
+        Removed at `down()`, and by the next rig after a crash (`cleanup_stale`)."""
+        name = self.ns(role)
+        with self._lock:
+            if name not in self._etc:
+                self._etc.append(name)
+        netns.write_etc(name, "resolv.conf", "".join(f"nameserver {server}\n" for server in servers)
+                        + "options timeout:1 attempts:1\n")
+        log.info("rig.nameservers", prefix=self.prefix, role=role, servers=list(servers))
 
     # -- processes and sockets inside a namespace
 
