@@ -62,13 +62,13 @@ def one_run(lab: DdnsLab, prober: Prober, scenario: str, address: str) -> Run:
     victim = wait_for("one holder", lambda: _holder(lab, address), 30)
     wait_for("every follower resolved the name", lambda: _followed(lab, address) or None, 30)
     wait_for("client replies", lambda: prober.flowing() or None, 15)
+    bound_before = {n: len(_events(lab, n, "ddns.bound")) for n in lab.nodes}
     event_at = time.monotonic()
     if scenario == "graceful":
         lab.terminate(victim, timeout=10)
     else:
         lab.kill(victim)
         lab.rig.link_down(victim)
-    bound_before = {n: len(_events(lab, n, "ddns.bound")) for n in lab.nodes}
 
     def successor() -> str | None:
         for node in lab.managers:
