@@ -82,8 +82,10 @@ def test_renewal_keeps_expiry_and_nak_withdraw_a_new_lease_claims_again(fake: ty
     client = fake.made[0]
     client.fire_from_test(Trigger.RENEWED, lease())
     assert claims == [ipaddress.ip_address(IP)]  # the same address: no change to the claim
+    assert ddns.renewals == 1
     client.fire_from_test(Trigger.EXPIRED, lease())
     assert claims[-1] is None and ddns.address is None  # the lease ended: the VIP goes
+    assert ddns.expiries == 1
     assert [e["level"] for e in _events(caplog) if e["event"] == "ddns.expired"] == ["warning"]
     client.fire_from_test(Trigger.BOUND, lease("198.51.100.151"))
     assert claims[-1] == ipaddress.ip_address("198.51.100.151")

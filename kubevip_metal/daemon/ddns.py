@@ -82,6 +82,8 @@ class DdnsClient:
         self.address: IPAddress | None = None  # the address currently leased (and claimed), None between leases
         self.state = "off"  # the DHCP client's state name while a term runs
         self.leases = 0  # leases granted (BOUND), renewals and rebinds excluded
+        self.renewals = 0  # renewed (T1) or rebound (T2)
+        self.expiries = 0  # leases that ended without a renewal
         self.hint: IPAddress | None = None  # the name's last answer (followed on every node): asked for first
         self.last: IPAddress | None = None  # the last address leased here
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,15 +206,18 @@ class DdnsClient:
                  rebind_in=_seconds(lease.rebinding_in), server=_server(lease), mono=round(self._clock(), 6))
 
     async def _renewed(self, lease: Lease) -> None:
+        self.renewals += 1
         await self._set(ipaddress.ip_address(lease.ip))
         log.info("ddns.renewed", address=lease.ip, lease_time=lease.lease_time, renew_in=_seconds(lease.renewal_in))
 
     async def _rebound(self, lease: Lease) -> None:
+        self.renewals += 1
         await self._set(ipaddress.ip_address(lease.ip))
         log.info("ddns.rebound", address=lease.ip, lease_time=lease.lease_time, server=_server(lease))
 
     async def _expired(self, lease: Lease) -> None:
         """No renewal or rebind reached a server before the lease ended: the address is not ours any more."""
+        self.expiries += 1
         await self._set(None)
         log.warning("ddns.expired", interface=self.interface, address=lease.ip, mono=round(self._clock(), 6))
 
