@@ -4,8 +4,10 @@ server that never answers is reported, not fatal; the options are validated by n
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,6 +137,30 @@ def test_a_new_term_asks_for_the_names_address_or_the_last_lease(fake: type[Fake
     wait_for(lambda: len(fake.made) == 2 and fake.made[1].state is State.BOUND, timeout=5)
     ddns.stop()
     assert fake.made[1].sent == ["discover 198.51.100.160", "release"]
+
+
+def test_leadership_back_during_a_slow_release_starts_a_new_term(fake: type[FakeClient]) -> None:
+    claims: list[Any] = []
+    ddns = _client(claims)
+    slow = threading.Event()
+    original = FakeClient.__aexit__
+
+    async def slow_exit(self: FakeClient, *exc: object) -> None:
+        await asyncio.sleep(0.3)  # a release that takes longer than end_term waits
+        slow.set()
+        await original(self, *exc)
+
+    FakeClient.__aexit__ = slow_exit  # type: ignore[method-assign]  # (looked up when `async with` enters)
+    try:
+        ddns.start_term()
+        wait_for(lambda: len(claims) == 1, timeout=5)
+        ddns.end_term(timeout=0.05)
+        ddns.start_term()  # waits for the release, then starts the next term
+    finally:
+        FakeClient.__aexit__ = original  # type: ignore[method-assign]
+    assert slow.is_set()
+    wait_for(lambda: len(fake.made) == 2 and fake.made[1].state is State.BOUND, timeout=5)
+    ddns.stop()
 
 
 BASE = ["manager", "--controlplane", "--arp", "--address", "cp.rig.test", "--nodeName", "n1", "--ddns"]

@@ -99,6 +99,14 @@ class DdnsClient:
     def start_term(self) -> None:
         """Leadership: start a client (DISCOVER). Idempotent while a term runs."""
         with self._lock:
+            previous, releasing = self._term, self._releasing
+        if previous is not None and not previous.done():
+            if not releasing:
+                return
+            # leadership came back while the last term's release is still in flight: let it finish first
+            with contextlib.suppress(Exception):
+                previous.result(2.0)
+        with self._lock:
             if self._term is not None and not self._term.done():
                 return
             loop = self._ensure_loop()
