@@ -324,6 +324,11 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
     mode = _mode(r, arp, bgp, metal, control_plane, services_on, command)
 
     vip = _vip(r, control_plane, warnings)
+    if vip.ddns and mode is not Mode.ARP:
+        raise r.error("ddns", f"DDNS needs the ARP mode (--arp): the leased address is a LAN address of the VIP "
+                      f"interface, which the {mode.value} mode does not announce")
+    if vip.ddns and vip.dns_mode not in (DnsMode.FIRST, DnsMode.IPV4):
+        raise r.error("dnsMode", f"{vip.dns_mode.value} with --ddns: the DHCP client is DHCPv4 only (first or ipv4)")
     if mode is Mode.METAL_EIP and vip.dns_name and not vip.ddns:
         raise r.error("address", "the Elastic IP mode needs an IP address: an Elastic IP is reserved in the project "
                       "by address, so a name that moves would move to an address Metal does not route here")

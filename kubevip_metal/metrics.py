@@ -88,6 +88,16 @@ class DaemonCollector:
         if services is not None:
             yield from self._services(services, node)
 
+        ddns = getattr(daemon, "ddns", None)
+        if ddns is not None:  # --ddns: the DHCP lease behind the control-plane VIP
+            yield GaugeMetricFamily("kube_vip_ddns_lease_bound", "1 while this node holds a DHCP lease for the "
+                                    "control-plane VIP (--ddns)", value=int(ddns.address is not None))
+            yield CounterMetricFamily("kube_vip_ddns_leases", "DHCP leases granted here (BOUND)", value=ddns.leases)
+            yield CounterMetricFamily("kube_vip_ddns_renewals", "DHCP leases renewed (T1) or rebound (T2) here",
+                                      value=ddns.renewals)
+            yield CounterMetricFamily("kube_vip_ddns_expiries", "DHCP leases that ended without a renewal "
+                                      "(the VIP withdrawn)", value=ddns.expiries)
+
         vips = daemon.vips
         yield CounterMetricFamily("kube_vip_vip_repairs", "Drift repaired by the VIP reconciler (an address "
                                   "re-added or removed, a VIP re-announced)", value=int(vips.repairs))

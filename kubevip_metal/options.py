@@ -183,7 +183,7 @@ OPTIONS: tuple[Option, ...] = (
           "vip_packetmetadataurl", default="https://metadata.platformequinix.com/metadata", metavar="URL"),
     # DNS and DDNS
     _flag("ddns", Group.DNS, "Get the VIP by DHCP and register --address (an FQDN) through dynamic DNS",
-          "vip_ddns", **_B, **_later("DDNS")),
+          "vip_ddns", **_B),
     _flag("dnsMode", Group.DNS, "Which answers of a DNS --address to use: first, ipv4, ipv6, dual", "dns_mode",
           default="first", metavar="MODE"),
     _flag("dnsInterval", Group.DNS, "Seconds between lookups of a DNS --address (a longer TTL is waited out, up to "

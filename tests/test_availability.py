@@ -33,6 +33,7 @@ from kubevip_metal.metal.setup import elastic_ip, metal_client
 from kubevip_metal.options import OPTIONS, Availability
 from kubevip_testbed.waiting import wait_for
 from tests.conftest import run_cli
+from tests.ddns_support import FakeClient
 from tests.fakes import FakeAddresses, RecordingAnnouncer, RecordingSpeaker
 from tests.memory_lock import MemoryStore
 
@@ -81,6 +82,7 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "metalMetadataURL": (METAL, ["--metalMetadataURL", "http://127.0.0.1:9/other"]),
     "dnsMode": (DNS_NAME, ["--dnsMode", "ipv4"]),
     "dnsInterval": (DNS_NAME, ["--dnsInterval", "10"]),
+    "ddns": (DNS_NAME, ["--ddns"]),  # the leased address (tests.ddns_support's fake DHCP client) is claimed
     "k8sConfigPath": (ARP, ["--k8sConfigPath", "/tmp/x.conf"]),
     "k8sBootstrapConfigPath": (ARP, ["--k8sBootstrapConfigPath", "/tmp/y.conf"]),
     "kubernetesAddr": (ARP, ["--kubernetesAddr", "https://127.0.0.1:6443"]),
@@ -114,12 +116,11 @@ THROUGH_FILES = {"metalKeyFile": "metal.api_key", "provider-config": "metal.api_
 # a non-default value for every option that waits for a feature
 NOT_YET_SAMPLES: dict[str, list[str]] = {
     "leaderElectionType": ["--leaderElectionType", "etcd", "--etcdEndpoints", "127.0.0.1:2379"],
-    "ddns": ["--ddns"],
     "etcdEndpoints": ["--etcdEndpoints", "127.0.0.1:2379"], "etcdCACert": ["--etcdCACert", "/etc/ca.pem"],
     "etcdCert": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
     "etcdKey": ["--etcdCert", "/etc/c.pem", "--etcdKey", "/etc/k.pem"],
 }
-NOT_YET_BASE = {"ddns": ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"]}
+NOT_YET_BASE: dict[str, list[str]] = {}
 
 
 def _config(argv: list[str], refuse: bool = True) -> Config:
@@ -148,10 +149,11 @@ def test_manager_refuses_what_is_not_available_yet(name: str) -> None:
 
 def test_refusal_is_one_line_and_exit_2_and_env_is_named() -> None:
     dns = ["--controlplane", "--arp", "--address", "cp.example.com", "--nodeName", "n1"]
-    result = run_cli(["manager", *dns, "--ddns"])
+    result = run_cli(["manager", *dns, "--etcdEndpoints", "127.0.0.1:2379"])
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ['kube-vip-metal: error: --ddns "true": not available yet in '
-                                          "kube-vip-metal 0.1.0 (DDNS); remove it or set it to false"]
+    assert result.stderr.splitlines() == ['kube-vip-metal: error: --etcdEndpoints "127.0.0.1:2379": not available '
+                                          "yet in kube-vip-metal 0.1.0 (etcd leader election); remove it or set it "
+                                          "empty"]
     env = {"bgp_enable": "true", "bgp_peers": "198.51.100.1:65001:s3cret", "vip_leaderelectiontype": "etcd",
            "etcd_endpoints": "127.0.0.1:2379"}
     result = run_cli(["manager", "--controlplane", "--leaderElection", "--address", "192.0.2.10"], env)
@@ -167,15 +169,16 @@ def test_defaults_of_unavailable_options_are_accepted() -> None:
 
 
 def test_manifest_renders_them_with_one_warning_per_feature() -> None:
-    result = run_cli(["manifest", "daemonset", "--services", "--arp", "--controlplane", "--address",
-                      "cp.example.com", "--ddns", "--healthCheckPort", "8080"])
+    result = run_cli(["manifest", "daemonset", "--arp", "--controlplane", "--address",
+                      "cp.example.com", "--leaderElectionType", "etcd", "--etcdEndpoints", "127.0.0.1:2379",
+                      "--healthCheckPort", "8080"])
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.splitlines()
     assert warnings == [
-        "kube-vip-metal: warning: --ddns: not available yet in kube-vip-metal 0.1.0 (DDNS); the manager refuses "
-        "this manifest until it is",
+        "kube-vip-metal: warning: --leaderElectionType, --etcdEndpoints: not available yet in kube-vip-metal 0.1.0 "
+        "(etcd leader election); the manager refuses this manifest until it is",
     ]
-    assert "vip_ddns" in result.stdout and "/healthz" in result.stdout and "/readyz" in result.stdout
+    assert "etcd_endpoints" in result.stdout and "/healthz" in result.stdout and "/readyz" in result.stdout
 
 
 # -- consumption: what the daemon reads ------------------------------------------------------------------------
@@ -243,7 +246,8 @@ def _read_by_the_daemon(config: Config, tmp_path: Path) -> set[str]:
     recorded = cast(Config, _Recorder(config, seen))
     addresses = FakeAddresses(("eth0", "eth7", "lo"))
     deps = Dependencies(api_client=lambda: "api", addresses=addresses, metal_client=lambda: _FakeMetal(),
-                        lease_lock=lambda api, namespace, name: MemoryStore().client("n1"), dns_lookup=_fake_dns)
+                        lease_lock=lambda api, namespace, name: MemoryStore().client("n1"), dns_lookup=_fake_dns,
+                        dhcp_client=FakeClient)
     announcer = RecordingAnnouncer()
     modes = {mode: ModeSpec(lambda a, v: "eth0", lambda _c, _d, _p, _a: [announcer]) for mode in Mode}
     daemon = Daemon(recorded, deps, modes)

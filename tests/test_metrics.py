@@ -102,6 +102,18 @@ def test_repairs_garp_bgp_sessions_eip_moves_and_metal_errors(monkeypatch: pytes
     assert got[("kube_vip_metal_api_errors_total", (("status", "network"),))] == 1
 
 
+def test_ddns_lease_state() -> None:
+    ddns = SimpleNamespace(address=ipaddress.ip_address("198.51.100.150"), leases=2, renewals=7, expiries=1)
+    got = _samples(_daemon(ddns=ddns))
+    assert got[("kube_vip_ddns_lease_bound", ())] == 1
+    assert got[("kube_vip_ddns_leases_total", ())] == 2
+    assert got[("kube_vip_ddns_renewals_total", ())] == 7
+    assert got[("kube_vip_ddns_expiries_total", ())] == 1
+    ddns.address = None
+    assert _samples(_daemon(ddns=ddns))[("kube_vip_ddns_lease_bound", ())] == 0
+    assert not [key for key in _samples(_daemon()) if key[0].startswith("kube_vip_ddns")]  # without --ddns
+
+
 def test_services_served_per_namespace_and_per_service_leases() -> None:
     serving = {ServiceKey("a", "s1"): True, ServiceKey("a", "s2"): False, ServiceKey("b", "s3"): True}
     services = SimpleNamespace(serving=lambda: serving, _elections=SimpleNamespace(leading_count=lambda: 2))

@@ -32,10 +32,10 @@ def test_manager_run_with_every_secret_prints_none(tmp_path: Path) -> None:
     pass_file.write_text(PASSWORDS[3])
     provider = tmp_path / "cloud-sa.json"
     provider.write_text('{"apiKey": "ccm-k3y", "projectID": "7c1b2f3a-0000-4000-8000-000000000001"}')
-    # every secret at once, with an option this version refuses (DDNS): the refusal shows none of them (and the
+    # every secret at once, with an option this version refuses (etcd election): the refusal shows none of them (and the
     # Metal API URL is a dead loopback port, so nothing could leave the machine even if it ran)
     args = ["manager", "--controlplane", "--services", "--bgp", "--metal", "--provider-config", str(provider),
-            "--address", "cp.example.com", "--ddns", "--metalAPIURL", "http://127.0.0.1:9/metal/v1",
+            "--address", "cp.example.com", "--etcdEndpoints", "127.0.0.1:2379", "--metalAPIURL", "http://127.0.0.1:9/metal/v1",
             "--metalMetadataURL", "http://127.0.0.1:9/metadata",
             "--bgppeers", '198.51.100.1:65001:s3cr3t-a:true,[2001:db8::1]:65002:"s3cr3t:b,c":false',
             "--peerAddress", "198.51.100.3", "--peerPassFile", str(pass_file), "--log-level", "debug"]

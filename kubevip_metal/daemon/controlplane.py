@@ -79,6 +79,7 @@ class ControlPlane:
         self.vips.claim(OWNER, wanted, active=False)
         self.elector: Elector | None = None
         self.gate: HealthGate | None = None
+        self.on_leadership: list[Callable[[bool], None]] = []  # told after the claim changed (--ddns's client)
 
     def campaign(self, lock: Lock) -> None:
         if self.elector is None:
@@ -124,12 +125,16 @@ class ControlPlane:
     def _started_leading(self) -> None:
         self._claim(True)
         log.info("controlplane.leading", vips=[str(v) for v in self.wanted], mono=round(self._clock(), 6))
+        for listener in self.on_leadership:
+            listener(True)
         if self.events is not None:
             self.events.became_leader(self.wanted)
 
     def _stopped_leading(self) -> None:
         self._claim(False)
         log.info("controlplane.following", vips=[str(v) for v in self.wanted], mono=round(self._clock(), 6))
+        for listener in self.on_leadership:  # after the claim: the VIP is gone before a DHCP release leaves
+            listener(False)
         if self.events is not None:
             self.events.stepped_down(self.elector.step_down_reason if self.elector is not None else None)
 

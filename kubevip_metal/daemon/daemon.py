@@ -25,11 +25,12 @@ from typing import Any
 
 from generic.addresses import AddressError, Vip
 from generic.bgp.speaker import MAX_MED
-from generic.dns import DnsResolver, Lookup
+from generic.dns import Answer, DnsResolver, Lookup
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
 from kubevip_metal.config import Config, Mode
-from kubevip_metal.daemon.controlplane import ControlPlane, lookup_name, place_vips
+from kubevip_metal.daemon.controlplane import ControlPlane, VipSetupError, lookup_name, place_vips
+from kubevip_metal.daemon.ddns import DdnsClient
 from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.daemon.dns_follow import NameFollower
 from kubevip_metal.daemon.events import DaemonEvents
@@ -57,6 +58,7 @@ class Daemon:
         self._events_started = False
         self.control_plane: ControlPlane | None = None
         self.name_follower: NameFollower | None = None  # while a DNS --address is followed
+        self.ddns: DdnsClient | None = None  # --ddns: the VIP is the DHCP lease's address while leading
         self._lookup: Lookup | None = None
         self.services: ServicesController | None = None
         self._announcing = False
@@ -138,6 +140,9 @@ class Daemon:
                 self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock,
                                                   events=self.events)
             return
+        if vip.ddns:
+            self._start_ddns()
+            return
         if self._lookup is None:
             self._lookup = self.deps.dns_lookup or DnsResolver()
         answer = lookup_name(self.config, self._lookup)  # outside the lock: bounded by the resolver's timeout
@@ -155,6 +160,36 @@ class Daemon:
             self.name_follower.start()
         log.info("dns.resolved", name=vip.dns_name, mode=vip.dns_mode.value, addresses=str(answer), ttl=answer.ttl,
                  interval=vip.dns_interval)
+
+    def _start_ddns(self) -> None:
+        """--ddns: nothing is claimed until a lease is granted (the name may not exist before the first one);
+        the lease's address becomes the claim (kubevip_metal.daemon.ddns)."""
+        vip = self.config.vip
+        assert vip.dns_name is not None
+        interface = vip.interface or self.mode.default_interface(self.deps.addresses, 4)
+        if interface is None:
+            raise VipSetupError("--ddns: no --interface given and no IPv4 default route to pick one from")
+        with self._step():
+            control_plane = self.control_plane = ControlPlane(self.config, self.vips, [], clock=self.deps.clock)
+
+            def leased(ip: IPAddress | None) -> None:
+                control_plane.retarget([] if ip is None else [Vip(ip, vip.prefix_v4, interface)])
+
+            kwargs = {} if self.deps.dhcp_client is None else {"factory": self.deps.dhcp_client}
+            ddns = self.ddns = DdnsClient(interface, vip.dns_name, leased, clock=self.deps.clock, **kwargs)
+            control_plane.on_leadership.append(lambda leading: ddns.start_term() if leading else ddns.end_term())
+
+            def named(ips: tuple[IPAddress, ...]) -> None:
+                ddns.hint = next((ip for ip in ips if ip.version == 4), ddns.hint)
+
+            if self._lookup is None:
+                self._lookup = self.deps.dns_lookup or DnsResolver()
+            # every node follows the name (the leader's lease, as the server registered it): a new leader asks
+            # for that address, so a graceful failover (the old lease released) keeps it too
+            self.name_follower = NameFollower(vip.dns_name, "ipv4", self._lookup, Answer((), None), named,
+                                              interval=vip.dns_interval, clock=self.deps.clock)
+            self.name_follower.start()
+        log.info("ddns.configured", name=vip.dns_name, interface=interface, host_name=ddns.host)
 
     def _api(self) -> Any:
         """The one Kubernetes API client of the process, made on first use (the BGP annotation source may need it
@@ -190,6 +225,8 @@ class Daemon:
                 self.name_follower.stop()
             if self.control_plane is not None:
                 self.control_plane.stop()
+            if self.ddns is not None:  # released at the step-down already; this ends its thread
+                self.ddns.stop()
             self.vips.stop()
             self.deps.addresses.close()
             # the SteppedDown above is being written meanwhile; what is left gets what is left of EVENTS_BY (never
