@@ -3,6 +3,7 @@ against real local servers (plain, TLS verified with a CA, TLS unverified), and 
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from generic.election.elector import Latency
 from generic.election.handover import Fitness
 from kubevip_metal.config import Command, ConfigError, Given, build_config
 from kubevip_metal.daemon.localhealth import CheckState, HttpCheck, LocalHealth, State
@@ -220,3 +222,97 @@ def test_https_check_verifies_with_the_ca_and_the_name_kubernetes(pki: Any, tmp_
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def _fed(*results: str | None) -> LocalHealth:
+    health = LocalHealth(lambda: None, lambda state: None, period=1, failure_threshold=2, success_threshold=2)
+    for problem in results:
+        health.observe(problem)
+    return health
+
+
+def test_metrics_show_the_state_the_counts_and_the_offer() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from kubevip_metal.metrics import DaemonCollector
+
+    health = _fed(None, "HTTP 503", "HTTP 503")
+    elector = SimpleNamespace(is_leader=True, changes=1, offering=True,
+                              renew_latency=Latency())
+    daemon = SimpleNamespace(config=SimpleNamespace(node_name="n1", election=SimpleNamespace(
+        lease_name="plndr-cp-lock", services_lease_name="plndr-svcs-lock")),
+        control_plane=SimpleNamespace(elector=elector, local_health=health), services=None,
+        vips=SimpleNamespace(repairs=0, announcers=[]))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(daemon))
+    got = {(s.name, tuple(s.labels.items())): s.value for f in registry.collect() for s in f.samples}
+    assert got[("kube_vip_control_plane_health_check_state", (("state", "unhealthy"),))] == 1
+    assert got[("kube_vip_control_plane_health_check_state", (("state", "healthy"),))] == 0
+    assert got[("kube_vip_control_plane_health_checks_total", ())] == 3
+    assert got[("kube_vip_control_plane_health_check_failures_total", ())] == 2
+    assert got[("kube_vip_control_plane_lease_offered", ())] == 1
+    daemon.control_plane = SimpleNamespace(elector=elector)  # no check configured: no series
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(daemon))
+    assert not [s for f in registry.collect() for s in f.samples if "health_check" in s.name]
+
+
+def test_readiness_fails_while_unhealthy_and_liveness_while_the_loop_is_gone() -> None:
+    from types import SimpleNamespace
+
+    from kubevip_metal.health import liveness, readiness
+
+    health = _fed("HTTP 503", "HTTP 503")
+    daemon = SimpleNamespace(control_plane=SimpleNamespace(elector=None, local_health=health),
+                             vips=SimpleNamespace(announcers=[]), services=None)
+    assert readiness(daemon, lambda: True) == "this node's API server fails its health check (HTTP 503)"
+    assert liveness(daemon) == "the local API server health check is not running"  # never started
+    health.observe(None)
+    health.observe(None)
+    assert readiness(daemon, lambda: True) is None
+    health.start()
+    try:
+        assert liveness(daemon) is None
+    finally:
+        health.stop()
+
+
+def test_control_plane_offers_while_unhealthy_and_bgp_without_election_follows_the_check() -> None:
+    """ControlPlane's wiring, with a fake VIP controller: by election the state becomes the elector's offer and
+    fitness; without (BGP, every node) the VIPs are wanted exactly while healthy."""
+    from types import SimpleNamespace
+
+    from generic.addresses import Vip
+    from kubevip_metal.daemon.controlplane import OWNER, ControlPlane
+    from tests.memory_lock import MemoryStore
+
+    claims: list[bool] = []
+    vips = SimpleNamespace(claim=lambda owner, wanted, active: claims.append(active) if owner == OWNER else None,
+                           release=lambda owner: None)
+    vip = [Vip(ipaddress.ip_address("192.0.2.10"), 32, "eth0")]
+    elects = config(controlPlaneHealthCheckAddress="6443", leaseDuration="1", leaseRenewDuration="0.6",
+                    leaseRetry="0.1")
+    plane = ControlPlane(elects, vips, vip)  # type: ignore[arg-type]
+    plane.check_local_health(lambda: "HTTP 503")
+    assert plane.local_health is not None
+    from kubevip_testbed.waiting import wait_for
+
+    wait_for(lambda: plane._fitness() is Fitness.UNFIT, timeout=30)
+    plane.campaign(MemoryStore().client("n1"))
+    try:
+        assert plane.elector is not None and plane.elector.offering
+    finally:
+        plane.stop()
+
+    bgp = config(arp="false", bgp="true", bgppeers="198.51.100.1:65001::false",
+                 controlPlaneHealthCheckAddress="6443", controlPlaneHealthCheckPeriodSeconds="0.01")
+    results = iter([None, None, "x", "x", "x"] + [None] * 10000)
+    claims.clear()
+    plane = ControlPlane(bgp, vips, vip)  # type: ignore[arg-type]
+    plane.check_local_health(lambda: next(results))
+    try:
+        wait_for(lambda: claims[1:] == [True, False, True], timeout=10)
+    finally:
+        plane.stop()
