@@ -524,7 +524,8 @@ class Elector:
                         reason="what this leader held is not released yet; the lock will expire instead")
             return
         now = self._now()
-        released = LeaderRecord("", 1, now, now, record.transitions, successor=successor)
+        # the successor is not named in the released record: a client-go elector taking it would keep the annotation
+        released = LeaderRecord("", 1, now, now, record.transitions)
         try:
             self.lock.update(released, version, self._request_timeout())
             log.info("election.released", lock=self.lock.describe(), identity=self.identity,
