@@ -6,7 +6,9 @@ stops and heals one node at a time while the Leases keep working.
 - the leader's API server stops: it hands the Lease and the VIP to a healthy node (claimed, then released: never two
   holders), the client follows; healed, it does not take the VIP back, but leads again when it is the healthy one;
 - every node's API server fails: nobody yields, the leader keeps the VIP for many lease durations; the first node to
-  heal then takes over.
+  heal then takes over;
+- by BGP (BIRD on the router, emulator only): without election the node whose endpoint stops withdraws its route
+  and advertises again healed; with election the route follows the hand-over.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from kubevip_testbed import bird as bird_driver
+from kubevip_testbed.bird import Bird, BirdPeer
 from kubevip_testbed.lab.cluster import API_PORT, LabCluster
 from kubevip_testbed.lab.local_api import PORT, LocalApi
 from kubevip_testbed.waiting import wait_for
 from tests.lab_support import Sampler, settled
-from tests.rig_support import require_rig
+from tests.rig_support import require, require_rig
+from tests.test_bgp_controlplane import NODE_AS, ROUTER_AS, VIP, _next_hops
 
 TIMERS = (2.0, 1.5, 0.4)
 CHECK = ["--controlPlaneHealthCheckPeriodSeconds", "0.3", "--controlPlaneHealthCheckTimeoutSeconds", "1",
@@ -137,3 +142,72 @@ def test_when_every_api_server_fails_nobody_yields(lab: Lab) -> None:
         wait_for(lambda: cluster.holders() == [healed])
     print(sampler.report())
     assert not sampler.double_holders(), sampler.report()
+
+
+def _bgp_lab(request: pytest.FixtureRequest, election: list[str]) -> Iterator[tuple[LabCluster, Bird,
+                                                                                    dict[str, LocalApi]]]:
+    require_rig()
+    require("BIRD 2", bird_driver.missing())
+    address = ["--controlPlaneHealthCheckAddress", f"http://127.0.0.1:{PORT}/readyz"]
+    cluster = LabCluster(vip=VIP, timers=TIMERS, extra_args=address + CHECK)
+    router = cluster.rig.ipv4("router")
+    cluster.mode_args = ["--bgp", *election, "--bgppeers", f"{router}:{ROUTER_AS}", "--localAS", str(NODE_AS),
+                         "--bgpHoldTimer", "9"]
+    with cluster as lab:
+        apis = {node: LocalApi(lab.rig, node, (router, API_PORT)).start() for node in lab.nodes}
+        bird = Bird(lab.rig, "router", peers=[BirdPeer(n, lab.rig.ipv4(n), NODE_AS) for n in lab.nodes],
+                    asn=ROUTER_AS).start()
+        try:
+            lab.rig.run("client", ["ip", "route", "replace", f"{VIP}/32", "via", router])
+            for node in lab.nodes:
+                lab.start(node)
+            yield lab, bird, apis
+        finally:
+            for node in list(lab.managers):
+                lab.terminate(node)
+            bird.stop()
+            for api in apis.values():
+                api.stop()
+
+
+@pytest.fixture
+def ecmp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Bird, dict[str, LocalApi]]]:
+    yield from _bgp_lab(request, [])
+
+
+@pytest.fixture
+def elected_bgp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Bird, dict[str, LocalApi]]]:
+    yield from _bgp_lab(request, ["--leaderElection"])
+
+
+def test_bgp_without_election_a_node_whose_api_server_stops_withdraws(
+        ecmp_lab: tuple[LabCluster, Bird, dict[str, LocalApi]]) -> None:
+    """Every healthy node advertises (ECMP); the check, not the API client's /readyz, decides: the node whose own
+    endpoint stops leaves the router's FIB although its Leases and API client still work, and comes back healed."""
+    lab, router, apis = ecmp_lab
+    everyone = sorted(lab.rig.ipv4(node) for node in lab.nodes)
+    wait_for(lambda: _next_hops(router) == everyone, timeout=20)
+    sick = lab.nodes[0]
+    apis[sick].stop()
+    wait_for(lambda: _next_hops(router) == [ip for ip in everyone if ip != lab.rig.ipv4(sick)], timeout=15)
+    assert sick not in lab.holders()
+    assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
+    apis[sick].start()
+    wait_for(lambda: _next_hops(router) == everyone, timeout=15)
+
+
+def test_bgp_with_election_the_route_follows_the_handover(
+        elected_bgp_lab: tuple[LabCluster, Bird, dict[str, LocalApi]]) -> None:
+    lab, router, apis = elected_bgp_lab
+
+    def route_on_holder() -> bool:
+        holder = lab.lease_holder()
+        return bool(holder) and _next_hops(router) == [lab.rig.ipv4(holder)]
+
+    wait_for(route_on_holder, timeout=20)
+    leader = lab.lease_holder()
+    all_healthy(lab)
+    apis[leader].stop()
+    wait_for(lambda: lab.lease_holder() not in ("", leader), timeout=15)
+    wait_for(route_on_holder, timeout=15)
+    assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
