@@ -8,9 +8,12 @@ Three parts, each replaceable in tests:
 - `HttpCheck`: one GET of the URL within the timeout; HTTP 200 is healthy, anything else (another status, refused,
   timed out, a TLS failure) is not, with a short reason. With a CA file the certificate is verified against it; for a
   loopback URL (the default, `https://127.0.0.1:<port>/readyz`) the name checked is `kubernetes`, which every API
-  server certificate carries (kubeadm, k3s, RKE2), since none is issued for 127.0.0.1. Without a CA file the
-  certificate is not verified: the check sends nothing secret (`/readyz` is readable anonymously) and only decides
-  whether to keep leading, so an impostor on the node's loopback could at most keep a node in the race.
+  server certificate carries (kubeadm, k3s, RKE2), while 127.0.0.1 is not always listed (kubeadm's lacks it).
+  Without a CA file the certificate is not verified: the check sends nothing secret (`/readyz` is readable
+  anonymously) and only decides this node's candidacy, which something listening on the node's own loopback could
+  sway anyway.
+  The timeout bounds the connection and each read (the body is read up to 4 KiB); a check is never retried
+  inside: the thresholds below are the retry policy, and a hidden retry would only blur them.
 - `CheckState`: the state machine. It starts `UNKNOWN`; `failure_threshold` failures in a row make it `UNHEALTHY`,
   `success_threshold` successes in a row make it `HEALTHY`; anything else keeps the state.
 - `LocalHealth`: the thread that runs the check every period and reports each change of state.
