@@ -196,3 +196,26 @@ def test_annotations_carry_the_offer_and_the_claim_and_nothing_else() -> None:
     plain = _metadata(LeaderRecord("a", 5, NOW, NOW, 1), metadata)
     assert plain["annotations"] == {"other": "kept"}
     assert "annotations" not in _metadata(LeaderRecord("a", 5, NOW, NOW, 1), {"name": "x"})
+
+
+def test_a_claimer_that_vanishes_leaves_the_lock_to_an_unfit_node_a_lease_duration_later(cluster: tuple[
+        MemoryStore, list[tuple[float, str, str]], Callable[..., Node]]) -> None:
+    """The one gap the rule allows: a fit node claims, then dies before it acquires. The released lock is not left
+    free for good: an unfit node takes it a lease duration later, as after a crashed leader."""
+    import dataclasses
+
+    store, events, node = cluster
+    a = node("a")
+    wait_for(lambda: a.elector.is_leader)
+    c = node("c", Fitness.UNFIT)
+    a.set(Fitness.UNFIT)
+    wait_for(lambda: store.record is not None and store.record.offered)
+    ghost = store.client("ghost")
+    found = ghost.get(1.0)
+    assert found is not None
+    ghost.update(dataclasses.replace(found[0], successor="ghost"), found[1], 1.0)  # claims, then is never seen again
+    wait_for(lambda: store.record is not None and store.record.holder == "", timeout=3)
+    released = time.monotonic()
+    wait_for(lambda: a.elector.is_leader or c.elector.is_leader, timeout=5)
+    assert time.monotonic() - released >= FAST.lease_duration - 0.1
+    assert len(leader(a, c)) == 1 and not overlaps(events)
