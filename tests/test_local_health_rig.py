@@ -28,8 +28,12 @@ from tests.rig_support import require, require_rig
 from tests.test_bgp_controlplane import NODE_AS, ROUTER_AS, VIP, _next_hops
 
 TIMERS = (2.0, 1.5, 0.4)
-CHECK = ["--controlPlaneHealthCheckPeriodSeconds", "0.3", "--controlPlaneHealthCheckTimeoutSeconds", "1",
-         "--controlPlaneHealthCheckFailureThreshold", "2", "--controlPlaneHealthCheckSuccessThreshold", "2"]
+# a stopped endpoint refuses at once, so a generous timeout costs nothing and keeps a loaded machine's slow answers
+# from counting as failures
+CHECK = ["--controlPlaneHealthCheckPeriodSeconds", "0.3", "--controlPlaneHealthCheckTimeoutSeconds", "3",
+         "--controlPlaneHealthCheckFailureThreshold", "3", "--controlPlaneHealthCheckSuccessThreshold", "2"]
+EVENTS = ("localhealth.changed", "election.started_leading", "election.stopped_leading", "election.offer",
+          "election.claimed", "election.released", "election.last_resort")
 
 Lab = tuple[LabCluster, dict[str, LocalApi]]
 
@@ -58,6 +62,14 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         finally:
             for api in apis.values():
                 api.stop()
+            print(timeline(cluster))  # shown when the test failed
+
+
+def timeline(lab: LabCluster) -> str:
+    """The hand-over's events of every node, in order, for a failure's report."""
+    rows = sorted((e.get("mono", 0.0), node, e["event"], e.get("state") or e.get("reason") or e.get("successor")
+                   or "") for node in lab.nodes for e in lab.events(node) if e["event"] in EVENTS)
+    return "\n".join(f"{mono:.3f} {node} {event} {detail}" for mono, node, event, detail in rows)
 
 
 BOTH_APIS = pytest.mark.parametrize("lab", ["emulator", "kube-apiserver"], indirect=True)
@@ -87,14 +99,16 @@ def test_a_leader_whose_api_server_stops_hands_the_vip_to_a_healthy_node(lab: La
         wait_for(lambda: cluster.lease_holder() not in ("", leader), timeout=15)
         successor = cluster.lease_holder()
         wait_for(lambda: cluster.holders() == [successor])
-        assert health(cluster, leader) == "unhealthy"
-        assert count(cluster, successor, "election.claimed") == 1
+        assert health(cluster, leader) == "unhealthy" and health(cluster, successor) == "healthy"
+        # one claim won the race; the release names the claimer, and the claimer or the other healthy node, whichever
+        # is faster, takes the released Lease
+        claimers = [n for n in cluster.nodes if count(cluster, n, "election.claimed")]
+        assert len(claimers) == 1 and count(cluster, claimers[0], "election.claimed") == 1
         released = [e for e in cluster.events(leader) if e["event"] == "election.released"]
-        assert [e.get("successor") for e in released] == [successor]
+        assert [e.get("successor") for e in released] == claimers
         wait_for(lambda: cluster.rig.run("client", ["ping", "-c1", "-W1", cluster.vip], check=False).returncode == 0)
         assert cluster.node_of_mac(cluster.client_mac()) == successor
         third = next(n for n in cluster.nodes if n not in (leader, successor))
-        assert sum(count(cluster, n, "election.claimed") for n in cluster.nodes) == 1  # one claim won the race
 
         # healed: it does not take the VIP back from a healthy leader ...
         apis[leader].start()

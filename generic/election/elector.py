@@ -212,7 +212,7 @@ class Elector:
             return
         self._offering = offering
         log.info("election.offer" if offering else "election.offer_withdrawn", lock=self.lock.describe(),
-                 identity=self.identity, leading=self.is_leader)
+                 identity=self.identity, leading=self.is_leader, mono=round(self._clock(), 6))
         self._wake.set()  # a leader writes it now rather than at its next renewal
 
     def start(self) -> None:
@@ -307,7 +307,8 @@ class Elector:
             if move is Move.CLAIM:
                 self.lock.update(dataclasses.replace(record, successor=self.identity), version,
                                  self._request_timeout())
-                log.info("election.claimed", lock=self.lock.describe(), identity=self.identity, holder=record.holder)
+                log.info("election.claimed", lock=self.lock.describe(), identity=self.identity, holder=record.holder,
+                         mono=round(self._clock(), 6))
                 return retry
             if fitness is Fitness.UNFIT:
                 log.warning("election.last_resort", lock=self.lock.describe(), identity=self.identity,
@@ -529,6 +530,6 @@ class Elector:
         try:
             self.lock.update(released, version, self._request_timeout())
             log.info("election.released", lock=self.lock.describe(), identity=self.identity,
-                     **({"successor": successor} if successor else {}))
+                     mono=round(self._clock(), 6), **({"successor": successor} if successor else {}))
         except (LockConflict, LockUnavailable) as exc:
             log.warning("election.release_failed", lock=self.lock.describe(), error=str(exc))

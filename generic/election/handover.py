@@ -6,7 +6,8 @@ The elector asks for it; the rule below is the whole policy, kept pure so that i
 **The holder.** While it is unfit it *offers* the lock (`LeaderRecord.offered`, written with its renewals) and
 keeps leading: it never releases into the void. It steps down only once a fit candidate has *claimed* the offer
 (`LeaderRecord.successor`, written by that candidate, compare-and-swap, holder unchanged); then it releases at once
-(after its `on_stopped_leading`, so the successor never overlaps it) and the successor, watching, acquires.
+(after its `on_stopped_leading`, so the successor never overlaps it) and the successor, watching, acquires (or
+another fit candidate, if faster: the claim proves that a fit node exists, any fit node will do).
 
 **A candidate.**
 
