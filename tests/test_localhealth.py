@@ -316,3 +316,22 @@ def test_control_plane_offers_while_unhealthy_and_bgp_without_election_follows_t
         wait_for(lambda: claims[1:] == [True, False, True], timeout=10)
     finally:
         plane.stop()
+
+
+def test_stop_does_not_wait_for_a_hanging_check() -> None:
+    """SIGTERM's two seconds: a check stuck up to its own timeout is left to end on its own (a daemon thread)."""
+    import time
+
+    release = threading.Event()
+
+    def probe() -> str | None:
+        release.wait(10)
+        return None
+
+    health = LocalHealth(probe, lambda state: None, period=1, failure_threshold=1, success_threshold=1)
+    health.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    health.stop()
+    assert time.monotonic() - started < 0.5
+    release.set()

@@ -161,6 +161,8 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Step down (the VIP goes in the callback), release the Lease, let go of the VIPs."""
+        if self.local_health is not None:
+            self.local_health.stop(timeout=0)  # first, so that no offer changes while the elector steps down
         if self.elector is not None:
             self.elector.stop(timeout=1.5)
         if self.gate is not None:

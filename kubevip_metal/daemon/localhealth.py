@@ -170,10 +170,12 @@ class LocalHealth:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.2) -> None:
+        """Ends the loop; waits briefly only: a check in flight (up to its own timeout) must not hold up SIGTERM's
+        two seconds, and the daemon thread ends with its check."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(2)
+            self._thread.join(timeout)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
