@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from generic.bgp.peers import BgpPeer, PeerListError, parse_peer_list
 from generic.election.elector import TimerError, Timers
@@ -174,6 +175,18 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True)
+class LocalHealthConfig:
+    """--controlPlaneHealthCheck*: this node's own API server, checked by URL (kubevip_metal/daemon/localhealth.py)."""
+
+    url: str
+    period: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int
+    ca_path: Path | None
+
+
+@dataclass(frozen=True)
 class ManifestConfig:
     image: str
     in_cluster: bool | None
@@ -194,6 +207,7 @@ class Config:
     kubernetes: KubernetesConfig
     observability: ObservabilityConfig
     manifest: ManifestConfig
+    local_health: LocalHealthConfig | None = None  # None: --controlPlaneHealthCheckAddress not given
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -378,6 +392,7 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
             health_port=health or None,
         ),
         manifest=manifest,
+        local_health=_local_health(r, control_plane, read_files),
     )
     # every value is valid by now; what the daemon cannot honour yet is refused (manager) or warned about (manifest)
     unavailable = _not_available_yet(r) + _combinations_not_available_yet(r, config)
@@ -480,6 +495,36 @@ def _dns_interval(text: str) -> float:
     if not 0.1 <= seconds <= 3600:
         raise ValueError("must be 0.1-3600 seconds")
     return seconds
+
+
+def _local_health(r: _Reader, control_plane: bool, read_files: bool) -> LocalHealthConfig | None:
+    period = r.need("controlPlaneHealthCheckPeriodSeconds", parsers.parse_seconds)
+    timeout = r.need("controlPlaneHealthCheckTimeoutSeconds", parsers.parse_seconds)
+    failures = r.need("controlPlaneHealthCheckFailureThreshold", lambda t: parsers.parse_int(t, 1, 100, "a count"))
+    successes = r.need("controlPlaneHealthCheckSuccessThreshold", lambda t: parsers.parse_int(t, 1, 100, "a count"))
+    ca_path = r.path("controlPlaneHealthCheckCAPath")
+    raw = r.raw("controlPlaneHealthCheckAddress") or ""
+    if "@" in raw and (urlsplit(raw).username is not None or urlsplit(raw).password is not None):
+        raise r.error("controlPlaneHealthCheckAddress", "must not carry credentials (/readyz is readable without "
+                      "them)", show_value=False)  # never echo a password
+    url = r.get("controlPlaneHealthCheckAddress", parsers.parse_health_check_address)
+    if url is None:
+        if ca_path is not None:
+            raise r.error("controlPlaneHealthCheckCAPath", "needs --controlPlaneHealthCheckAddress")
+        return None
+    if not control_plane:
+        raise r.error("controlPlaneHealthCheckAddress", "checks the control plane's API server: add --controlplane")
+    if ca_path is not None and not url.startswith("https:"):
+        raise r.error("controlPlaneHealthCheckCAPath", "a CA file needs an https health check URL")
+    if ca_path is not None and read_files:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=str(ca_path))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+            raise r.error("controlPlaneHealthCheckCAPath", f"not a readable PEM CA file: {reason}") from None
+    return LocalHealthConfig(url, period, timeout, failures, successes, ca_path)
 
 
 def _election(r: _Reader, control_plane: bool, services: bool) -> ElectionConfig:

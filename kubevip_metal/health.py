@@ -37,6 +37,9 @@ def liveness(daemon: Any) -> str | None:
         elector = getattr(component, "elector", None)
         if elector is not None and not elector.alive():
             return f"the {name.replace('_', '-')} elector is not running"
+    local = getattr(getattr(daemon, "control_plane", None), "local_health", None)
+    if local is not None and not local.alive():
+        return "the local API server health check is not running"
     return None
 
 
@@ -52,6 +55,9 @@ def readiness(daemon: Any, started: Callable[[], bool]) -> str | None:
         if quiet is None or quiet > limit:
             return (f"the API server has not answered the {name.replace('_', '-')} Lease "
                     + ("yet" if quiet is None else f"for {quiet:.0f} s"))
+    local = getattr(getattr(daemon, "control_plane", None), "local_health", None)
+    if local is not None and local.state.value == "unhealthy":  # --controlPlaneHealthCheckAddress
+        return f"this node's API server fails its health check ({local.snapshot().last_problem or 'failing'})"
     for announcer in getattr(getattr(daemon, "vips", None), "announcers", []):
         speaker = getattr(announcer, "speaker", None)
         if speaker is not None:

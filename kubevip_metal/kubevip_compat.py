@@ -88,8 +88,6 @@ _TABLE = "kube-vip's routing-table mode (--table / vip_routingtable)"
 _IPVS = "kube-vip's IPVS load balancer (--enableLoadBalancer / lb_enable)"
 _EGRESS = "kube-vip's Service egress (SNAT of a pod's outgoing traffic to its Service VIP) is not available in " \
           "kube-vip-metal; remove it"
-_HEALTH = "kube-vip's control-plane health check (--controlPlaneHealthCheckAddress / " \
-          "control_plane_health_check_address)"
 _ZEBRA = "kube-vip's route export to FRR (--zebra / zebra_enable)"
 _MPBGP = "kube-vip's multiprotocol BGP next-hop settings are not available in kube-vip-metal; remove it"
 _RBAC = "kube-vip-metal's `manifest rbac` writes a ClusterRole and ClusterRoleBinding only (a namespaced Role and " \
@@ -165,16 +163,6 @@ FOREIGN: tuple[ForeignOption, ...] = (
            _only_for("kube-vip's --loseLeadership / vip_loseleadership"), "30", "0"),
     _bool(("--allowInterfaceNotUp",), ("vip_allow_interface_not_up",), _W, "kube-vip-metal always waits (retrying) "
           "for an interface that is not up; remove it"),
-    _value(("--controlPlaneHealthCheckAddress",), ("control_plane_health_check_address",), _R, "kube-vip's "
-           "control-plane health check (withdraw the VIP's route while the local API server fails it) is not "
-           "available in kube-vip-metal; remove it"),
-    _value(("--controlPlaneHealthCheckPeriodSeconds",), ("control_plane_health_check_period_seconds",), _W,
-           _only_for(_HEALTH), "5", "0"),
-    _value(("--controlPlaneHealthCheckTimeoutSeconds",), ("control_plane_health_check_timeout_seconds",), _W,
-           _only_for(_HEALTH), "3", "0"),
-    _value(("--controlPlaneHealthCheckFailureThreshold",), ("control_plane_health_check_failure_threshold",), _W,
-           _only_for(_HEALTH), "3", "0"),
-    _value(("--controlPlaneHealthCheckCAPath",), ("control_plane_health_check_ca_path",), _W, _only_for(_HEALTH)),
     # BGP
     _value((), ("bgp_routerinterface",), _R, "kube-vip's router ID taken from an interface's address is not available "
            "in kube-vip-metal; set --bgpRouterID / bgp_routerid to that address instead"),

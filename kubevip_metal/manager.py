@@ -102,6 +102,7 @@ def _report(config: Config, daemon: Daemon) -> None:
     log.info("config.effective", **dict(describe(config)))
     control_plane = daemon.control_plane
     elector = control_plane.elector if control_plane is not None else None
+    local = control_plane.local_health if control_plane is not None else None
     services = daemon.services
     sessions = {}
     for announcer in daemon.vips.announcers:
@@ -113,7 +114,9 @@ def _report(config: Config, daemon: Daemon) -> None:
              services_leading=services.leading if services is not None else None,
              services_served=len([1 for active in (services.serving() if services else {}).values() if active]),
              vips=sorted(str(vip) for vip in daemon.vips.wanted()), bgp_sessions=sessions,
-             announcers=[a.name for a in daemon.vips.announcers])
+             announcers=[a.name for a in daemon.vips.announcers],
+             local_health=local.state.value if local is not None else None,
+             lease_offered=elector.offering if elector is not None else None)
 
 
 def _bring_up(daemon: Daemon, stop: threading.Event, failure: list[str],

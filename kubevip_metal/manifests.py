@@ -137,6 +137,15 @@ def _environment(b: _PodBuilder) -> None:
             if path is not None:
                 b.set(option, str(path))
                 b.host_file(volume, path)
+    if c.local_health is not None:  # kube-vip HEAD's variables, emitted only with the address
+        health = c.local_health
+        b.set("controlPlaneHealthCheckAddress", health.url)
+        b.set("controlPlaneHealthCheckPeriodSeconds", _seconds(health.period))
+        b.set("controlPlaneHealthCheckTimeoutSeconds", _seconds(health.timeout))
+        b.set("controlPlaneHealthCheckFailureThreshold", str(health.failure_threshold))
+        b.set_unless_default("controlPlaneHealthCheckSuccessThreshold", str(health.success_threshold))
+        if health.ca_path is not None:
+            b.set("controlPlaneHealthCheckCAPath", str(health.ca_path))
     if c.mode is Mode.BGP:
         _bgp_environment(b)
     if c.metal.enabled:
@@ -249,6 +258,9 @@ def _pod_spec(config: Config, static: bool) -> tuple[dict[str, Any], dict[str, s
     builder = _PodBuilder(config, static)
     _environment(builder)
     _kubeconfig(builder, spec, in_cluster)
+    ca = config.local_health.ca_path if config.local_health is not None else None
+    if ca is not None and not any(str(ca).startswith(m["mountPath"].rstrip("/") + "/") for m in builder.mounts):
+        builder.host_file("health-check-ca", ca)  # (under a mounted /etc/kubernetes it is already there)
     container = spec["containers"][0]
     container["image"] = _image(config.manifest.image)
     container["env"] = builder.env

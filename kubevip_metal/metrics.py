@@ -83,6 +83,7 @@ class DaemonCollector:
         yield leader
         yield transitions
         yield renew
+        yield from self._local_health(daemon.control_plane)
 
         services = daemon.services
         if services is not None:
@@ -111,6 +112,28 @@ class DaemonCollector:
         for status, n in sorted(dict(retry.errors_by_status).items()):
             errors.add_metric([status], n)
         yield errors
+
+    def _local_health(self, control_plane: Any) -> Iterator[Any]:
+        """--controlPlaneHealthCheckAddress: the state of the check, its counts, and whether the Lease is offered."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        health = getattr(control_plane, "local_health", None)
+        if health is None:
+            return
+        snapshot = health.snapshot()
+        state = GaugeMetricFamily("kube_vip_control_plane_health_check_state", "1 for the current state of this "
+                                  "node's API server health check (unknown, healthy, unhealthy)", labels=["state"])
+        for name in ("unknown", "healthy", "unhealthy"):
+            state.add_metric([name], 1 if snapshot.state.value == name else 0)
+        yield state
+        yield CounterMetricFamily("kube_vip_control_plane_health_checks", "Health checks of this node's API server",
+                                  value=snapshot.checks)
+        yield CounterMetricFamily("kube_vip_control_plane_health_check_failures", "Failed health checks of this "
+                                  "node's API server", value=snapshot.failures)
+        elector = getattr(control_plane, "elector", None)
+        if elector is not None:
+            yield GaugeMetricFamily("kube_vip_control_plane_lease_offered", "1 while this node, unhealthy, offers "
+                                    "the control-plane Lease to a healthy node", value=1 if elector.offering else 0)
 
     def _services(self, services: Any, node: str) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily

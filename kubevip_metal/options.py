@@ -15,6 +15,7 @@ from enum import Enum
 class Group(Enum):
     MODE = "Mode"
     VIP = "VIP config"
+    CP_HEALTH = "Control-plane health check"
     BGP = "BGP config"
     METAL = "Equinix Metal"
     DNS = "DNS and DDNS"
@@ -164,6 +165,22 @@ OPTIONS: tuple[Option, ...] = (
     _flag("bgpKeepAliveInterval", Group.BGP, "BGP keepalive interval in seconds: a third of the hold time (the "
           "speaker derives it; another value is refused)",
           "bgp_keepalive_interval", default="10", metavar="SECONDS"),
+    _flag("controlPlaneHealthCheckAddress", Group.CP_HEALTH, "URL of this node's API server health check (HTTP 200 = "
+          "healthy), or just a port for https://127.0.0.1:PORT/readyz; an https URL without a path checks "
+          "/readyz. Empty: off. A sick leader hands the control-plane VIP to a healthy node; by BGP without "
+          "leader election a sick node withdraws", "control_plane_health_check_address", metavar="URL|PORT"),
+    _flag("controlPlaneHealthCheckPeriodSeconds", Group.CP_HEALTH, "Seconds between two health checks",
+          "control_plane_health_check_period_seconds", default="5", metavar="SECONDS"),
+    _flag("controlPlaneHealthCheckTimeoutSeconds", Group.CP_HEALTH, "Seconds one health check may take",
+          "control_plane_health_check_timeout_seconds", default="3", metavar="SECONDS"),
+    _flag("controlPlaneHealthCheckFailureThreshold", Group.CP_HEALTH, "Failed checks in a row that make this node "
+          "unhealthy (1-100)", "control_plane_health_check_failure_threshold", default="3", metavar="N"),
+    _flag("controlPlaneHealthCheckSuccessThreshold", Group.CP_HEALTH, "Passed checks in a row that make this node "
+          "healthy again (1-100; kube-vip-metal's own)", "control_plane_health_check_success_threshold",
+          default="2", metavar="M"),
+    _flag("controlPlaneHealthCheckCAPath", Group.CP_HEALTH, "CA file (PEM) the https health check verifies the "
+          "certificate with (the name `kubernetes` for a loopback URL); empty: not verified",
+          "control_plane_health_check_ca_path", metavar="PATH"),
     # Equinix Metal
     _flag("metal", Group.METAL, "Use the Equinix Metal API (Elastic IP for the control plane, BGP settings)",
           "vip_packet", **_B),

@@ -132,6 +132,30 @@ def parse_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def parse_health_check_address(text: str) -> str:
+    """`--controlPlaneHealthCheckAddress`: a port (`6443`, `:6443`) means the local API server's
+    `https://127.0.0.1:PORT/readyz`; an http(s) URL without a path gets `/readyz`. No credentials in the URL (they
+    would reach the logs), no fragment."""
+    port_text = text[1:] if text.startswith(":") else text
+    if port_text.isdigit():
+        return f"https://127.0.0.1:{parse_port(port_text)}/readyz"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not a port or an http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (/readyz is readable without them)")
+    if parts.fragment:
+        raise ValueError("must not have a #fragment")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if port == 0:
+        raise ValueError("has an invalid port")
+    path = parts.path if parts.path not in ("", "/") else "/readyz"
+    return parts._replace(path=path).geturl()
+
+
 def parse_log_level(text: str) -> int:
     names = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
              "error": logging.ERROR}

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, cast
 
+import certifi
 import pytest
 
 from generic import logfmt
@@ -45,6 +46,7 @@ METAL = ["--controlplane", "--metal", "--address", "192.0.2.10", "--nodeName", "
 BGP = ["--controlplane", "--bgp", "--leaderElection", "--address", "192.0.2.10", "--nodeName", "n1",
        "--bgppeers", "198.51.100.1:65001"]
 BGP_SINGLE = [*BGP, "--peerAddress", "198.51.100.3"]
+LOCAL_HEALTH = [*ARP, "--controlPlaneHealthCheckAddress", "https://127.0.0.1:9/readyz"]  # a port nobody serves
 
 # a non-default value for every option the daemon honours, and the base configuration it applies to
 DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
@@ -93,6 +95,12 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "servicesElection": ([*ARP, "--services"], ["--servicesElection"]),
     "prometheusHTTPServer": (ARP, ["--prometheusHTTPServer", "127.0.0.1:29112"]),
     "healthCheckPort": (ARP, ["--healthCheckPort", "8080"]),
+    "controlPlaneHealthCheckAddress": (ARP, ["--controlPlaneHealthCheckAddress", "6443"]),
+    "controlPlaneHealthCheckPeriodSeconds": (LOCAL_HEALTH, ["--controlPlaneHealthCheckPeriodSeconds", "7"]),
+    "controlPlaneHealthCheckTimeoutSeconds": (LOCAL_HEALTH, ["--controlPlaneHealthCheckTimeoutSeconds", "1"]),
+    "controlPlaneHealthCheckFailureThreshold": (LOCAL_HEALTH, ["--controlPlaneHealthCheckFailureThreshold", "5"]),
+    "controlPlaneHealthCheckSuccessThreshold": (LOCAL_HEALTH, ["--controlPlaneHealthCheckSuccessThreshold", "4"]),
+    "controlPlaneHealthCheckCAPath": (LOCAL_HEALTH, ["--controlPlaneHealthCheckCAPath", certifi.where()]),  # any PEM
     "serviceInterface": ([*ARP, "--services"], ["--serviceInterface", "eth7"]),
     "servicesLeaseName": ([*ARP, "--services"], ["--servicesLeaseName", "svc-lock"]),
     "lbClassOnly": ([*ARP, "--services"], ["--lbClassOnly"]),

@@ -151,9 +151,9 @@ def test_names_we_have_under_another_name_point_to_ours() -> None:
 
 
 def test_secrets_and_controls_are_not_printed() -> None:
-    [finding] = scan_environment({"control_plane_health_check_address": "https://admin:hunter2@10.0.0.1:6443/livez"})
+    [finding] = scan_environment({"zebra_url": "https://admin:hunter2@10.0.0.1:6443/zserv"})
     assert "hunter2" not in finding.message and f"admin:{MASK}@" in finding.message
-    [token_user] = scan_flags({"--controlPlaneHealthCheckAddress": "https://ghp_abc123@10.0.0.1/livez"})
+    [token_user] = scan_flags({"--zebraUrl": "https://ghp_abc123@10.0.0.1/zserv"})
     assert "ghp_abc123" not in token_user.message
     assert shown_value("PACKET_AUTH_TOKEN", "abc") == MASK
     assert shown_value("bgp_peerpass", "abc") == MASK

@@ -44,6 +44,14 @@ CASES: dict[str, list[str]] = {
                           "--etcdCACert", "/etc/kubernetes/pki/etcd/ca.crt",
                           "--etcdCert", "/etc/kubernetes/pki/apiserver-etcd-client.crt",
                           "--etcdKey", "/etc/kubernetes/pki/apiserver-etcd-client.key"],
+    "pod-arp-local-health": ["manifest", "pod", "--interface", "eth0", "--address", "192.0.2.10", "--controlplane",
+                             "--arp", "--controlPlaneHealthCheckAddress", "6443",
+                             "--controlPlaneHealthCheckCAPath", "/etc/kubernetes/pki/ca.crt"],
+    "daemonset-bgp-local-health": [
+        "manifest", "daemonset", "--controlplane", "--bgp", "--address", "192.0.2.10", "--interface", "lo",
+        "--bgppeers", "198.51.100.1:65001::false", "--controlPlaneHealthCheckAddress", "https://127.0.0.1:6443",
+        "--controlPlaneHealthCheckPeriodSeconds", "2", "--controlPlaneHealthCheckSuccessThreshold", "4",
+        "--controlPlaneHealthCheckCAPath", "/var/lib/rancher/ca.crt"],
     "rbac": ["manifest", "rbac"],
 }
 
@@ -96,7 +104,8 @@ def test_manager_reads_back_the_generated_configuration(name: str) -> None:
     assert all(key in {e for o in __import__("kubevip_metal.options").options.OPTIONS for e in o.env} for key in env)
     back = build_config(given_from_env(env), Command.MANAGER, read_files=False, hostname=lambda: "n1",
                         refuse_unavailable=False)
-    for section in ("control_plane", "mode", "vip", "election", "bgp", "metal", "services", "observability"):
+    for section in ("control_plane", "mode", "vip", "election", "bgp", "metal", "services", "observability",
+                    "local_health"):
         assert getattr(back, section) == getattr(source, section), section
     if name.startswith("pod"):
         assert back.kubernetes == source.kubernetes

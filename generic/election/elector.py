@@ -19,13 +19,16 @@ to the lock is compare-and-swap on its version, and all clocks involved run at a
    may acquire. Simultaneous candidates race on compare-and-swap: one write wins, the others get a conflict.
 
 A released lock (holder "") is taken at once: the releaser ran `on_stopped_leading` *before* writing the
-release (client-go releases first, which leaves a short overlap; we do not). Followers watch the lock, so
+release (client-go releases first, which leaves a short overlap; we do not). A hand-over (`handover.py`: an unfit
+leader offers, a fit candidate claims) ends the same way: the leader steps down, then releases, then the claimer
+acquires; the claim itself never changes the holder, so the argument above is untouched. Followers watch the lock, so
 they see the release without waiting a retry period. Losing leadership never ends the process: the elector
 goes back to being a candidate and can only lead again through a fresh acquisition.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import queue
 import threading
@@ -34,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from generic.election.handover import Fitness, Move, candidate_move, may_claim
 from generic.election.lock import LeaderRecord, Lock, LockConflict, LockUnavailable
 from generic.logfmt import get_logger
 
@@ -88,6 +92,10 @@ def _always() -> bool:
     return True
 
 
+def _unknown() -> Fitness:
+    return Fitness.UNKNOWN
+
+
 @dataclass
 class Callbacks:
     """Run in order on one callback thread; keep them quick (they delay each other, never the renewals)."""
@@ -98,6 +106,8 @@ class Callbacks:
     # asked once on_stopped_leading has run at shutdown: False keeps the lock held (it then expires as after a
     # crash), for a leader that could not give up what it held (a VIP the kernel refused to remove)
     may_release: Callable[[], bool] = _always
+    # asked before every attempt as a candidate (`handover.py`): unknown behaves exactly as client-go
+    fitness: Callable[[], Fitness] = _unknown
 
 
 def _utcnow() -> datetime:
@@ -160,6 +170,8 @@ class Elector:
         self._wake = threading.Event()
         self._callback_queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._watch_current = False  # the lock's change feed is connected: no need to poll it
+        self._offering = False  # this node is unfit: its records offer the lock to a fit successor
+        self._absent_since: float | None = None  # when we first found the lock missing (unfit nodes wait)
         self._threads: list[threading.Thread] = []
         self.renew_latency = Latency()  # every renew request of a term, successful or not
 
@@ -196,6 +208,20 @@ class Elector:
         """The holder we last observed ("" if none)."""
         with self._cond:
             return self._state.reported_leader
+
+    @property
+    def offering(self) -> bool:
+        return self._offering
+
+    def offer(self, offering: bool) -> None:
+        """Unfit (`True`): offer the lock to a fit successor from the next write on, keep leading until one claims
+        it, then step down and release. Fit again (`False`): the next renewal withdraws the offer and any claim."""
+        if offering == self._offering:
+            return
+        self._offering = offering
+        log.info("election.offer" if offering else "election.offer_withdrawn", lock=self.lock.describe(),
+                 identity=self.identity, leading=self.is_leader, mono=round(self._clock(), 6))
+        self._wake.set()  # a leader writes it now rather than at its next renewal
 
     def start(self) -> None:
         """Campaign in background threads: elector, watchdog, lock watch, callbacks."""
@@ -236,8 +262,10 @@ class Elector:
         retry = self.timers.retry_period
         while not self._stop.is_set():
             if self.is_leader:
-                self._renew()
-                self._stop.wait(retry)
+                if not self._hand_over():
+                    self._renew()
+                    self._wake.wait(retry)  # a claim or an offer wakes it early
+                    self._wake.clear()
                 continue
             wait = self._try_acquire()
             if not self.is_leader:
@@ -249,11 +277,14 @@ class Elector:
         return max(0.05, self.timers.retry_period)
 
     def _try_acquire(self) -> float:
-        """One attempt as a candidate; returns how long to wait before the next one (a watch event wakes earlier)."""
+        """One attempt as a candidate; returns how long to wait before the next one (a watch event wakes earlier).
+        What to do with the lock as read is `handover.candidate_move`'s decision (client-go's unless unfit)."""
         retry = self.timers.retry_period
+        fitness = self._fitness()
         with self._cond:
             record, fed, observed_at = self._state.record, self._watch_current, self._state.observed_at
-        if fed and record is not None and record.holder and record.holder != self.identity:
+        if fed and record is not None and record.holder and record.holder != self.identity \
+                and not may_claim(record, self.identity, fitness):
             # a live holder, and the watch tells us of any change: no request until its lease could expire
             remaining = observed_at + max(record.lease_duration_s, self.timers.lease_duration) - self._clock()
             if remaining > 0:
@@ -262,18 +293,34 @@ class Elector:
         try:
             found = self.lock.get(self._request_timeout())
             if found is None:
+                now = self._clock()
+                self._absent_since = now if self._absent_since is None else self._absent_since
+                move, wait = candidate_move(None, self.identity, fitness, now - self._absent_since,
+                                            self.timers.lease_duration)
+                if move is Move.WAIT:
+                    return min(retry, wait)
                 record = self._record(holder_changed=True, previous=None)
                 version = self.lock.create(record, self._request_timeout())
                 self._became_leader(sent, version, record)
                 return retry
+            self._absent_since = None
             record, version = found
             self._observe(record, version)
-            if record.holder and record.holder != self.identity:
-                with self._cond:
-                    expires = self._state.observed_at + max(record.lease_duration_s, self.timers.lease_duration)
-                remaining = expires - self._clock()
-                if remaining > 0:
-                    return min(retry, remaining)
+            with self._cond:
+                unchanged = self._clock() - self._state.observed_at
+            move, wait = candidate_move(record, self.identity, fitness, unchanged,
+                                        max(record.lease_duration_s, self.timers.lease_duration))
+            if move is Move.WAIT:
+                return min(retry, wait)
+            if move is Move.CLAIM:
+                self.lock.update(dataclasses.replace(record, successor=self.identity), version,
+                                 self._request_timeout())
+                log.info("election.claimed", lock=self.lock.describe(), identity=self.identity, holder=record.holder,
+                         mono=round(self._clock(), 6))
+                return retry
+            if fitness is Fitness.UNFIT:
+                log.warning("election.last_resort", lock=self.lock.describe(), identity=self.identity,
+                            reason="unfit, but nobody fit has taken the lock for a lease duration")
             new = self._record(holder_changed=record.holder != self.identity, previous=record)
             new_version = self.lock.update(new, version, self._request_timeout())
             self._became_leader(sent, new_version, new)
@@ -283,11 +330,19 @@ class Elector:
             log.debug("election.lock_unavailable", lock=self.lock.describe(), error=str(exc))
         return retry
 
+    def _fitness(self) -> Fitness:
+        try:
+            return self.callbacks.fitness()
+        except Exception:
+            log.exception("election.callback_failed", lock=self.lock.describe(), identity=self.identity)
+            return Fitness.UNKNOWN
+
     def _record(self, holder_changed: bool, previous: LeaderRecord | None) -> LeaderRecord:
         now = self._now()
         transitions = previous.transitions if previous else 0
         return LeaderRecord(holder=self.identity, lease_duration_s=self.timers.lease_seconds, acquire_time=now,
-                            renew_time=now, transitions=transitions + (1 if holder_changed and previous else 0))
+                            renew_time=now, transitions=transitions + (1 if holder_changed and previous else 0),
+                            offered=self._offering)
 
     def _observe(self, record: LeaderRecord, version: str) -> None:
         """Remember the record; restart the expiry clock only when its content changed (client-go's rule)."""
@@ -300,6 +355,8 @@ class Elector:
             state.version = version
             if record.holder and record.holder != state.reported_leader:
                 state.reported_leader = report = record.holder
+        if record.holder == self.identity and record.successor and record.successor != self.identity:
+            self._wake.set()  # a claim on our offer: the leader's loop hands over now
         if report:
             log.info("election.new_leader", lock=self.lock.describe(), identity=self.identity, leader=report)
             self._enqueue(lambda: self.callbacks.on_new_leader(report))
@@ -327,8 +384,9 @@ class Elector:
         if remaining <= 0:
             return  # the watchdog ends this term
         sent = self._clock()
+        # the offer as it stands now; a claim is cleared (it is acted on before renewing, see _hand_over)
         renewed = LeaderRecord(self.identity, self.timers.lease_seconds, current.acquire_time, self._now(),
-                               current.transitions)
+                               current.transitions, offered=self._offering)
         try:
             try:
                 new_version = self.lock.update(renewed, version, remaining)
@@ -360,6 +418,9 @@ class Elector:
         with self._cond:
             if self._state.term == term:
                 self._state.version = found[1]  # our own earlier write landed late; renewed_at stays conservative
+                self._state.record = found[0]  # or a candidate's claim: _hand_over acts on it
+        if found[0].successor:
+            self._wake.set()
 
     def _step_down(self, term: int, reason: str) -> bool:
         with self._cond:
@@ -439,7 +500,24 @@ class Elector:
         if not leading:
             return
         self._step_down(term, "shutting down")
-        # release only once on_stopped_leading has finished, so the next leader never overlaps with us
+        self._release(version, record)
+
+    def _hand_over(self) -> bool:
+        """While offering, once a fit candidate has claimed the lock: step down, then release it to them."""
+        with self._cond:
+            state = self._state
+            record, version, term = state.record, state.version, state.term
+            due = (state.leading and self._offering and record is not None and record.holder == self.identity
+                   and record.successor not in ("", self.identity))
+        if not due or record is None:
+            return False
+        if not self._step_down(term, f"handing over to {record.successor}"):
+            return False
+        self._release(version, record, successor=record.successor)
+        return True
+
+    def _release(self, version: str | None, record: LeaderRecord | None, successor: str = "") -> None:
+        """Write holder "" once on_stopped_leading has finished, so the next leader never overlaps with us."""
         if not self._drain_callbacks(timeout=1.0):
             log.warning("election.release_skipped", lock=self.lock.describe(),
                         reason="on_stopped_leading still running")
@@ -456,9 +534,11 @@ class Elector:
                         reason="what this leader held is not released yet; the lock will expire instead")
             return
         now = self._now()
+        # the successor is not named in the released record: a client-go elector taking it would keep the annotation
         released = LeaderRecord("", 1, now, now, record.transitions)
         try:
             self.lock.update(released, version, self._request_timeout())
-            log.info("election.released", lock=self.lock.describe(), identity=self.identity)
+            log.info("election.released", lock=self.lock.describe(), identity=self.identity,
+                     mono=round(self._clock(), 6), **({"successor": successor} if successor else {}))
         except (LockConflict, LockUnavailable) as exc:
             log.warning("election.release_failed", lock=self.lock.describe(), error=str(exc))

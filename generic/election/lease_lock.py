@@ -3,7 +3,8 @@
 The spec fields are Kubernetes' own (holderIdentity, leaseDurationSeconds, acquireTime, renewTime,
 leaseTransitions), so `kubectl get lease` tells the truth and a client-go elector (kube-vip) on the same
 Lease interoperates during a migration. Bodies are plain JSON (no generated models), so fields we do not
-know (strategy, preferredHolder, labels) survive our writes.
+know (strategy, preferredHolder, labels) survive our writes. The hand-over (`handover.py`) rides in two
+annotations of ours, `OFFERED` and `SUCCESSOR`, which a client-go elector keeps as it found them and ignores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from generic.logfmt import get_logger
 log = get_logger("generic.election.lease")
 
 WATCH_SECONDS = 60  # server-side timeout of one watch; the loop reconnects
+OFFERED = "kube-vip-metal.io/handover-offered"  # "true": the holder hands over to a fit successor
+SUCCESSOR = "kube-vip-metal.io/handover-successor"  # the candidate that claimed the offer
 
 
 def _micro_time(value: datetime | None) -> str | None:
@@ -43,13 +46,31 @@ def _parse_time(value: Any) -> datetime | None:
 
 def record_from_lease(lease: dict[str, Any]) -> LeaderRecord:
     spec = lease.get("spec") or {}
+    annotations = (lease.get("metadata") or {}).get("annotations") or {}
     return LeaderRecord(
         holder=spec.get("holderIdentity") or "",
         lease_duration_s=int(spec.get("leaseDurationSeconds") or 0),
         acquire_time=_parse_time(spec.get("acquireTime")),
         renew_time=_parse_time(spec.get("renewTime")),
         transitions=int(spec.get("leaseTransitions") or 0),
+        offered=annotations.get(OFFERED) == "true",
+        successor=str(annotations.get(SUCCESSOR) or ""),
     )
+
+
+def _metadata(record: LeaderRecord, previous: dict[str, Any]) -> dict[str, Any]:
+    """`previous` with our two annotations set from `record` (absent when unset: a plain Lease stays plain)."""
+    metadata = dict(previous)
+    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k not in (OFFERED, SUCCESSOR)}
+    if record.offered:
+        annotations[OFFERED] = "true"
+    if record.successor:
+        annotations[SUCCESSOR] = record.successor
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    return metadata
 
 
 def _spec(record: LeaderRecord, previous: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +159,8 @@ class LeaseLock:
 
     def create(self, record: LeaderRecord, timeout: float) -> str:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace}, "spec": _spec(record, {})}
+                "metadata": _metadata(record, {"name": self.name, "namespace": self.namespace}),
+                "spec": _spec(record, {})}
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -149,7 +171,7 @@ class LeaseLock:
         return str(lease["metadata"]["resourceVersion"])
 
     def update(self, record: LeaderRecord, version: str, timeout: float) -> str:
-        metadata = dict(self._last.get("metadata") or {"name": self.name, "namespace": self.namespace})
+        metadata = _metadata(record, self._last.get("metadata") or {"name": self.name, "namespace": self.namespace})
         metadata["resourceVersion"] = version
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
                 "spec": _spec(record, self._last.get("spec") or {})}

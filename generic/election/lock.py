@@ -17,13 +17,19 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class LeaderRecord:
-    """What the Lease says, in client-go's terms. `holder == ""` means free (released)."""
+    """What the Lease says, in client-go's terms. `holder == ""` means free (released).
+
+    `offered` and `successor` are the hand-over (`generic/election/handover.py`), not client-go's: the holder
+    offers the lock to a fit successor (its own health check fails), a fit candidate claims it by naming itself;
+    the holder then steps down and releases. A client-go elector never sets them and leaves them alone."""
 
     holder: str
     lease_duration_s: int
     acquire_time: datetime | None
     renew_time: datetime | None
     transitions: int
+    offered: bool = False
+    successor: str = ""
 
 
 class LockConflict(Exception):

@@ -5,6 +5,10 @@ It is one owner of the VIP controller (`control-plane`). At start it claims its 
 first reconcile pass removes what a crash left), then campaigns; the election callbacks flip the claim, and the
 VIP controller applies it at once. On stop the elector steps down first (the VIP is withdrawn in its callback),
 then releases the Lease, so a successor never overlaps with us.
+
+With `--controlPlaneHealthCheckAddress` the node's own API server is checked (`localhealth.py`): an unhealthy leader
+offers the Lease and hands it over to a healthy node that claims it (`generic/election/handover.py`); unhealthy
+candidates hold back; by BGP without leader election the check decides the claim directly.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from collections.abc import Callable, Iterable
 from generic.addresses import Addresses, Vip
 from generic.dns import Answer, DnsResolver, Lookup, LookupFailed
 from generic.election import Callbacks, Elector, Lock
+from generic.election.handover import Fitness
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
 from kubevip_metal.config import Config
 from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.health import HealthGate
+from kubevip_metal.daemon.localhealth import LocalHealth, Probe, State
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.errors import NotReady
 
@@ -80,16 +86,45 @@ class ControlPlane:
         self.elector: Elector | None = None
         self.gate: HealthGate | None = None
         self.on_leadership: list[Callable[[bool], None]] = []  # told after the claim changed (--ddns's client)
+        self.local_health: LocalHealth | None = None
 
     def campaign(self, lock: Lock) -> None:
         if self.elector is None:
             assert self.config.node_name is not None
-            callbacks = Callbacks(self._started_leading, self._stopped_leading, self._new_leader, self._all_gone)
+            callbacks = Callbacks(self._started_leading, self._stopped_leading, self._new_leader, self._all_gone,
+                                  fitness=self._fitness)
             self.elector = Elector(lock, self.config.node_name, self.config.election.timers, callbacks,
                                    clock=self._clock)
             if self.events is not None:
                 self.events.lease_uid_from(lock)
+            if self.local_health is not None:
+                self.elector.offer(self.local_health.state is State.UNHEALTHY)
             self.elector.start()
+
+    def check_local_health(self, probe: Probe) -> None:
+        """--controlPlaneHealthCheckAddress: check this node's API server every period, before campaigning (the
+        elector asks for the result) or, without leader election, instead of the /readyz gate."""
+        settings = self.config.local_health
+        if self.local_health is None and settings is not None:
+            self.local_health = LocalHealth(probe, self._local_health_changed, period=settings.period,
+                                            failure_threshold=settings.failure_threshold,
+                                            success_threshold=settings.success_threshold, clock=self._clock,
+                                            url=settings.url)
+            self.local_health.start()
+
+    def _fitness(self) -> Fitness:
+        return self.local_health.fitness() if self.local_health is not None else Fitness.UNKNOWN
+
+    def _local_health_changed(self, state: State) -> None:
+        if self.config.control_plane_elects:
+            if self.elector is not None:  # else campaign() starts it with the state as it is then
+                self.elector.offer(state is State.UNHEALTHY)
+            if state is State.UNHEALTHY:
+                log.warning("controlplane.unhealthy", reason="local API server health check failing",
+                            leading=bool(self.elector and self.elector.is_leader),
+                            action="offering the Lease to a healthy node; keeping the VIP until one claims it")
+            return
+        self._health_changed(state is State.HEALTHY)  # BGP from every healthy node
 
     def follow_health(self, probe: Callable[[], bool]) -> None:
         """Without leader election (BGP only): want the VIPs here exactly while the local API server is healthy,
@@ -151,10 +186,14 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Step down (the VIP goes in the callback), release the Lease, let go of the VIPs."""
+        if self.local_health is not None:
+            self.local_health.stop(timeout=0)  # first, so that no offer changes while the elector steps down
         if self.elector is not None:
             self.elector.stop(timeout=1.5)
         if self.gate is not None:
             self.gate.stop()
+        if self.local_health is not None:
+            self.local_health.stop()
         with self._claiming:
             self._stopped = True
             self.vips.release(OWNER)

@@ -115,11 +115,13 @@ class Daemon:
         self._api()
         election = self.config.election
         with self._step():
+            if self.control_plane is not None and self.config.local_health is not None:
+                self.control_plane.check_local_health(self.deps.local_health_probe(self.config.local_health))
             if self.control_plane is None:
                 pass
             elif self.config.control_plane_elects:
                 self.control_plane.campaign(self.deps.lease_lock(self.api, election.namespace, election.lease_name))
-            else:  # BGP from every healthy node
+            elif self.config.local_health is None:  # BGP from every node whose API server answers /readyz
                 self.control_plane.follow_health(self.deps.health_probe(self.api))
             if self.config.services.enabled and self.services is None:
                 from kubevip_metal.daemon.services import build_services

@@ -15,7 +15,7 @@ from generic.addresses import Addresses
 from generic.bgp.speaker import Speaker, SpeakerSettings
 from generic.dns import Lookup
 from generic.election.lock import Lock
-from kubevip_metal.config import Config
+from kubevip_metal.config import Config, LocalHealthConfig
 
 LockFactory = Callable[[Any, str, str], Lock]  # (API client, namespace, name) -> a lock on that Lease
 
@@ -28,6 +28,9 @@ class Dependencies:
     lease_lock: LockFactory
     bgp_speaker: Callable[[SpeakerSettings], Speaker] = field(default=lambda settings: _exabgp(settings))
     health_probe: Callable[[Any], Callable[[], bool]] = field(default=lambda api: _readyz(api))  # api -> probe
+    # --controlPlaneHealthCheckAddress -> the check (daemon.localhealth.HttpCheck); returns None when healthy
+    local_health_probe: Callable[[LocalHealthConfig], Callable[[], str | None]] = field(
+        default=lambda settings: _http_check(settings))
     bgp_resolver: Any = None  # source addresses for the router ID (daemon.bgp.SourceResolver); None: the kernel's
     dns_lookup: Lookup | None = None  # a DNS --address's lookups (generic.dns); None: dnspython, /etc/resolv.conf
     dhcp_client: Any = None  # --ddns's DHCP client factory (ClientConfig -> AsyncDHCPClient); None: pyroute2's
@@ -72,3 +75,9 @@ def _readyz(api: Any) -> Callable[[], bool]:
     from kubevip_metal.daemon.health import ReadyzProbe
 
     return ReadyzProbe(api)
+
+
+def _http_check(settings: LocalHealthConfig) -> Callable[[], str | None]:
+    from kubevip_metal.daemon.localhealth import HttpCheck
+
+    return HttpCheck(settings.url, settings.timeout, settings.ca_path)
