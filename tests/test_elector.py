@@ -143,6 +143,8 @@ def test_cut_off_leader_steps_down_before_anyone_takes_over(
     a.lock.fault = "refuse"  # type: ignore[attr-defined]
     cut = time.monotonic()
     wait_for(lambda: b.is_leader, timeout=5)
+    # is_leader turns true just before b's start callback runs: wait for the callback's record too
+    wait_for(lambda: any(s[0] == "b" for s in recorder.intervals()), timeout=5)
     (a_span,) = [s for s in recorder.intervals() if s[0] == "a"]
     (b_span,) = [s for s in recorder.intervals() if s[0] == "b"]
     assert a_span[2] <= cut + FAST.renew_deadline + 0.1  # stepped down by its deadline
