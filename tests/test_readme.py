@@ -45,3 +45,15 @@ def test_the_first_command_installs_what_the_lab_checks_for() -> None:
     assert packages == PACKAGES | {"python3-venv"}
     assert {"-y", "-qq"} <= set(install.group(1).split())
     assert ".venv/bin/pip install -q . ./testbed &&" in first and first.endswith(".venv/bin/kube-vip-metal lab")
+
+
+def test_every_metric_named_in_readme_is_served() -> None:
+    """The metrics table, the sample scrape and the alert rules name only metrics the daemon serves (a renamed
+    metric would leave an alert that never fires)."""
+    source = (ROOT / "kubevip_metal" / "metrics.py").read_text()
+    served = set(re.findall(r'"(kube_vip_[a-z_]+)"', source))
+    exposed = {name + suffix for name in served for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+    named = set(re.findall(r"\bkube_vip_[a-z_]+", README))
+    assert named <= exposed, sorted(named - exposed)
+    alerts = README.split("**Alerts worth setting**", 1)[1].split("```", 2)[1]
+    assert {n for n in named if n in alerts} and all(n in exposed for n in re.findall(r"kube_vip_[a-z_]+", alerts))
