@@ -202,6 +202,7 @@ def test_what_needs_the_official_client_gets_it_from_the_same_kubeconfig(tmp_pat
         assert command is not None
         api = kubeclient.build_api_client(build_config(given, command, hostname=lambda: "n1"))
         assert api._official is None
-        names = {ns.metadata.name for ns in client.CoreV1Api(api).list_namespace(_request_timeout=5).items}
+        names = {ns.metadata.name for ns in client.CoreV1Api(api).list_namespace(_request_timeout=5).items
+                 if ns.metadata is not None}
         assert "kube-system" in names and api._official is not None
         assert api.configuration.api_key["BearerToken"].endswith("tok-admin")
