@@ -81,7 +81,11 @@ _RECONCILER = textwrap.dedent("""
     subprocess.run(["ip", "addr", "del", "198.51.100.77/32", "dev", "eth0"], check=True)
     subprocess.run(["ip", "addr", "add", "198.51.100.78/32", "dev", "eth0"], check=True)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (addresses.present(leader) and not addresses.present(follower)):
+    def done():  # both repairs made and counted (the count is added at the end of the pass)
+        with vips._lock:
+            return addresses.present(leader) and not addresses.present(follower) and vips.repairs >= 2
+
+    while time.monotonic() < deadline and not done():
         time.sleep(0.05)
     print(json.dumps({"healed": addresses.present(leader), "stray_gone": not addresses.present(follower),
                       "repairs": vips.repairs - passes_before, "period": vips.period}))
@@ -206,3 +210,25 @@ def test_what_needs_the_official_client_gets_it_from_the_same_kubeconfig(tmp_pat
                  if ns.metadata is not None}
         assert "kube-system" in names and api._official is not None
         assert api.configuration.api_key["BearerToken"].endswith("tok-admin")
+
+
+def test_in_cluster_token_is_read_again_after_a_minute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubelet rotates a ServiceAccount's projected token: the client reads the file again every minute."""
+    (tmp_path / "token").write_text("first\n")
+    (tmp_path / "ca.crt").write_bytes(b"")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    endpoint = kuberest.in_cluster(tmp_path)
+    assert endpoint.server == "https://[fd00::1]:6443" and endpoint.token_file == tmp_path / "token"
+    now = [100.0]
+    rest = kuberest.RestClient(kuberest.Endpoint("http://127.0.0.1:9", token_file=endpoint.token_file),
+                               clock=lambda: now[0])
+    assert rest._bearer() == "first"
+    (tmp_path / "token").write_text("second\n")
+    now[0] += kuberest.TOKEN_REREAD_SECONDS - 1
+    assert rest._bearer() == "first"
+    now[0] += 1
+    assert rest._bearer() == "second"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    with pytest.raises(kuberest.KubeConfigError, match="not running in a pod"):
+        kuberest.in_cluster(tmp_path)
