@@ -5,6 +5,8 @@ A VIP is added as a /32 or /128 (or the configured prefix) with `preferred_lft 0
 node's own connections (which would break them when the VIP moves). IPv6 VIPs are added with NODAD, so they
 are usable at once instead of sitting tentative for a second, and a DAD-failed copy is replaced.
 Every call is idempotent: adding a present VIP or removing an absent one is not an error.
+
+`AddressEvents` is the kernel's change feed for the same table: a reconciler blocks on it instead of polling.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import os
+import select
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +28,9 @@ log = get_logger("generic.addresses")
 IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_DEPRECATED = 0x20
+# rtnetlink multicast groups (linux/rtnetlink.h): links, IPv4 and IPv6 addresses
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+NETLINK_ROUTE = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,64 @@ class _Added:
         return default
 
 
+class AddressEvents:
+    """The kernel's notifications of address and link changes (rtnetlink multicast), as a wake-up for a reconciler.
+
+    Only *that* something changed matters: the reconciler then reads the table itself (through `Addresses`), so
+    the messages are drained and never parsed. That is why this is a bare `AF_NETLINK` socket from the standard
+    library rather than a pyroute2 object: pyroute2 0.9's synchronous API runs an asyncio loop per call, and a
+    blocked `select()` on one socket costs nothing while nothing changes. A receive buffer overflow (ENOBUFS, a
+    burst of thousands of changes) is itself a change. `interrupt()` wakes a waiter from another thread.
+    """
+
+    GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        try:
+            self._sock.bind((0, self.GROUPS))
+            self._sock.setblocking(False)
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self._sock.close()
+            raise
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the kernel reports a change (True) or `timeout` seconds pass or `interrupt()` (False);
+        everything pending is drained, so a burst of changes is one wake-up."""
+        sock = self._sock.fileno()
+        ready, _, _ = select.select([sock, self._wake_r], [], [], timeout)
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 512)
+        return sock in ready and self.drain()
+
+    def drain(self) -> bool:
+        """Read whatever is pending without blocking; True if anything was."""
+        changed = False
+        while True:
+            try:
+                if not self._sock.recv(65536):
+                    return changed
+                changed = True
+            except BlockingIOError:
+                return changed
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:  # overflowed: changes were lost, which is a change
+                    raise
+                changed = True
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def close(self) -> None:
+        self._sock.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class Addresses:
     """Add, remove and list addresses; one netlink socket, opened lazily, used under the caller's lock."""
 
@@ -95,6 +160,10 @@ class Addresses:
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
+
+    def events(self) -> AddressEvents | None:
+        """A change feed of this table (None: there is none, the caller polls). Each call opens a new one."""
+        return AddressEvents()
 
     def index(self, interface: str) -> int:
         batch = self._batch

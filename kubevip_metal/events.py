@@ -419,21 +419,20 @@ class EventRecorder:
         log.debug("event.bumped", object=str(item.ref), reason=item.reason, count=written.count + n)
 
     def _send(self, method: str, path: str, body: dict[str, Any], content_type: str, gone_ok: bool = False) -> None:
-        """One request with the daemon's client, the body sent as given: the generated methods would first build
-        a pydantic validator per method on its first call, which costs a second on a loaded node, in the middle of
-        a shutdown."""
-        from urllib3.exceptions import HTTPError
+        """One request through the daemon's client's transport (generic.kuberest: the small client of the Leases
+        where the kubeconfig allows it, so Events do not bring the official client, 36 MB, into a daemon that
+        needs nothing else of it), the body sent as given."""
+        from http.client import HTTPException
+
+        from generic.kuberest import transport_of
 
         api = self._api()
         try:
-            method, url, headers, data, _ = api.param_serialize(
-                method, path, header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body, auth_settings=["BearerToken"])
-            response = api.call_api(method, url, header_params=headers, body=data, _request_timeout=self._timeout)
-            response.read()
-        except (HTTPError, OSError) as exc:
+            response = transport_of(api).request(method, path, body=body, timeout=self._timeout,
+                                                 content_type=content_type)
+        except (HTTPException, OSError) as exc:
             raise _Transient(type(exc).__name__) from None
-        status = int(response.status)
+        status = response.status
         if 200 <= status < 300:
             return
         if status == 404 and gone_ok:

@@ -11,6 +11,13 @@ group, and kubeadm itself waits for the VIP. `ApiClientSelector` then uses `--k8
 admin.conf every few seconds so it moves back as soon as kubeadm is done. Joining nodes, which have no
 super-admin.conf, just use admin.conf: one manifest serves every node, with no edit after `kubeadm init`.
 
+What is built is a `KubeApi`: the small REST client of `generic.kuberest` (Leases and `/readyz`: all the
+control plane needs, so an ARP or Elastic IP control plane never imports the official client and its 36 MB), and
+the official `kubernetes` client, built from the same kubeconfig on first use by whatever needs it (Services,
+EndpointSlices, Nodes, Events): any attribute of a `KubeApi` other than its own goes to the official client, so
+`client.CoreV1Api(api)` works on it as on an `ApiClient`. A kubeconfig the small client does not understand (an
+`exec` plugin, say) makes the official client serve the Leases too.
+
 urllib3's own retries are off: the callers retry on their own schedule (the elector's deadline must not be
 stretched by hidden retries), and every request carries an explicit timeout.
 """
@@ -23,8 +30,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
+from generic import kuberest
 from generic.logfmt import get_logger
 from kubevip_metal.config import Config
 from kubevip_metal.errors import NotReady
@@ -46,7 +54,68 @@ def _points_at_vip(server: str, config: Config) -> bool:
     return config.control_plane and host in targets
 
 
-def _from_kubeconfig(path: Path, config: Config) -> Any:
+class KubeApi:
+    """The process's Kubernetes API client: `rest` (None when the kubeconfig needs the official client) and
+    `official`, made on first use; every other attribute is the official client's."""
+
+    def __init__(self, rest: kuberest.RestClient | None, official: Callable[[], Any], source: str) -> None:
+        self.rest, self.source = rest, source
+        self._make_official = official
+        self._official: Any = None
+        self._official_lock = threading.Lock()
+
+    @property
+    def official(self) -> Any:
+        with self._official_lock:
+            if self._official is None:
+                self._official = self._make_official()
+            return self._official
+
+    _OWN = frozenset({"rest", "source", "_make_official", "_official", "_official_lock"})
+
+    def __getattr__(self, name: str) -> Any:
+        """Called only for what a `KubeApi` lacks: the official client's attributes, private ones too (the
+        generated API classes call `_call_with_legacy_options`). Never our own (a half-built or copied object
+        would recurse) nor the protocol probes of copy and pickle."""
+        if name in self._OWN or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        return getattr(self.official, name)
+
+    def __repr__(self) -> str:
+        return f"KubeApi({self.source})"
+
+
+def _rest(endpoint: kuberest.Endpoint, config: Config, source: str) -> kuberest.RestClient:
+    if _points_at_vip(endpoint.server, config):
+        parts = urlsplit(endpoint.server)
+        endpoint = endpoint.with_server(urlunsplit((parts.scheme, f"kubernetes:{parts.port or config.vip.port}",
+                                                    "", "", "")))
+        log.info("kubeclient.vip_bypassed", kubeconfig=source, server=endpoint.server)
+    if config.kubernetes.api_url:
+        endpoint = endpoint.with_server(config.kubernetes.api_url.rstrip("/"))
+    try:
+        rest = kuberest.RestClient(endpoint)
+    except kuberest.KubeConfigError as exc:
+        raise KubeClientError(f"cannot use {source}: {exc}") from None
+    log.info("kubeclient.configured", source=source, server=endpoint.server)
+    return rest
+
+
+def _from_kubeconfig(path: Path, config: Config) -> KubeApi:
+    try:
+        rest: kuberest.RestClient | None = _rest(kuberest.load_kubeconfig(path), config, str(path))
+    except kuberest.Unsupported as exc:
+        log.info("kubeclient.official", kubeconfig=str(path), reason=str(exc))
+        rest = None
+    except kuberest.KubeConfigError as exc:
+        raise KubeClientError(f"cannot load kubeconfig {path}: {exc}") from None
+    api = KubeApi(rest, lambda: _official_from_kubeconfig(path, config), str(path))
+    if rest is None:
+        api.official  # noqa: B018 - built now: its errors belong to the start, and it serves the Leases
+    return api
+
+
+def _official_from_kubeconfig(path: Path, config: Config) -> Any:
     from kubernetes import client
     from kubernetes import config as kube_config_module
 
@@ -59,22 +128,39 @@ def _from_kubeconfig(path: Path, config: Config) -> Any:
     if _points_at_vip(configuration.host, config):
         parts = urlsplit(configuration.host)
         configuration.host = urlunsplit((parts.scheme, f"kubernetes:{parts.port or config.vip.port}", "", "", ""))
-        log.info("kubeclient.vip_bypassed", kubeconfig=str(path), server=configuration.host)
-    return _finish(configuration, config, str(path))
+    return _finish(configuration, config)
 
 
-def _finish(configuration: Any, config: Config, source: str) -> Any:
+def _finish(configuration: Any, config: Config) -> Any:
     from kubernetes import client
 
     if config.kubernetes.api_url:
         configuration.host = config.kubernetes.api_url
     configuration.retries = False
-    log.info("kubeclient.configured", source=source, server=configuration.host)
     return client.ApiClient(configuration)
 
 
+def _official_in_cluster(config: Config) -> Any:
+    from kubernetes import client
+    from kubernetes import config as kube_config_module
+
+    kube_config: Any = kube_config_module
+    configuration = client.Configuration()
+    try:
+        kube_config.load_incluster_config(client_configuration=configuration)
+    except Exception as exc:  # the token or CA file not mounted yet
+        raise KubeClientError(f"cannot load the in-cluster configuration: {exc}") from None
+    return _finish(configuration, config)
+
+
+def _official_plain(config: Config) -> Any:
+    from kubernetes import client
+
+    return _finish(client.Configuration(), config)
+
+
 def build_api_client(config: Config) -> Any:
-    """A `kubernetes.client.ApiClient`, or an `ApiClientSelector` when a bootstrap kubeconfig is present."""
+    """A `KubeApi`, or an `ApiClientSelector` of two when a bootstrap kubeconfig is present."""
     primary, bootstrap = config.kubernetes.config_path, config.kubernetes.bootstrap_config_path
     if primary.is_file() and bootstrap.is_file() and bootstrap != primary:
         return ApiClientSelector(_from_kubeconfig(primary, config), lambda: _from_kubeconfig(bootstrap, config),
@@ -85,20 +171,14 @@ def build_api_client(config: Config) -> Any:
         log.warning("kubeclient.bootstrap_only", kubeconfig=str(bootstrap), missing=str(primary))
         return _from_kubeconfig(bootstrap, config)
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        from kubernetes import client
-        from kubernetes import config as kube_config_module
-
-        kube_config: Any = kube_config_module
-        configuration = client.Configuration()
         try:
-            kube_config.load_incluster_config(client_configuration=configuration)
-        except Exception as exc:  # the token or CA file not mounted yet
+            endpoint = kuberest.in_cluster()
+        except kuberest.KubeConfigError as exc:  # the token or CA file not mounted yet
             raise KubeClientError(f"cannot load the in-cluster configuration: {exc}") from None
-        return _finish(configuration, config, "in-cluster")
+        return KubeApi(_rest(endpoint, config, "in-cluster"), lambda: _official_in_cluster(config), "in-cluster")
     if config.kubernetes.api_url:
-        from kubernetes import client
-
-        return _finish(client.Configuration(), config, "--kubernetesAddr")
+        return KubeApi(_rest(kuberest.Endpoint(config.kubernetes.api_url), config, "--kubernetesAddr"),
+                       lambda: _official_plain(config), "--kubernetesAddr")
     raise KubeClientError(f"no kubeconfig at {primary} or {bootstrap}, and not running in a pod "
                           "(no KUBERNETES_SERVICE_HOST)")
 
@@ -136,16 +216,13 @@ class ApiClientSelector:
 
     def _allowed(self, api_client: Any) -> bool | None:
         """True if the API answers, False on 403, None when it cannot be told (unreachable, 5xx)."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
+        from http.client import HTTPException
 
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self._namespace)}/leases"
         try:
-            client.CoordinationV1Api(api_client).list_namespaced_lease(self._namespace, limit=1,
-                                                                       _request_timeout=2, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 403:
-                return False
-            return True if exc.status in (404, 409, 422) else None
-        except Exception:
+            response = kuberest.transport_of(api_client).request("GET", path, query={"limit": 1}, timeout=2)
+        except (OSError, HTTPException):
             return None
-        return True
+        if response.status == 403:
+            return False
+        return True if response.ok or response.status in (404, 409, 422) else None

@@ -43,7 +43,7 @@ def run(config: Config, stop: threading.Event | None = None, deps: Dependencies 
     report = threading.Event()
 
     def on_usr1(_signum: int, _frame: FrameType | None) -> None:
-        report.set()  # logged by the main loop: a signal handler should not take the logging locks
+        report.set()  # logged by the reporter thread: a signal handler should not take the logging locks
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
@@ -72,10 +72,10 @@ def run(config: Config, stop: threading.Event | None = None, deps: Dependencies 
     starter = threading.Thread(target=_bring_up, args=(daemon, stop, failure, started), name="bring-up",
                                daemon=True)
     starter.start()
-    while not stop.wait(0.5):
-        if report.is_set():
-            report.clear()
-            _report(config, daemon)
+    # nothing here wakes up at rest: the main thread sleeps until a signal (or the caller) sets `stop`, the
+    # reporter until SIGUSR1 (a lock wait is interrupted by a signal, whose handler runs at once)
+    threading.Thread(target=_reporter, args=(config, daemon, report), name="reporter", daemon=True).start()
+    stop.wait()
     daemon.stop()
     if health is not None:
         health.stop()
@@ -95,6 +95,12 @@ def start_health(config: Config, daemon: Daemon, started: threading.Event) -> An
     from kubevip_metal.health import HealthServer, liveness, readiness
 
     return HealthServer(port, lambda: liveness(daemon), lambda: readiness(daemon, started.is_set)).start()
+
+
+def _reporter(config: Config, daemon: Daemon, report: threading.Event) -> None:
+    while report.wait():
+        report.clear()
+        _report(config, daemon)
 
 
 def _report(config: Config, daemon: Daemon) -> None:

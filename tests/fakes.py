@@ -38,6 +38,10 @@ class FakeAddresses(Addresses):
     def present(self, vip: Vip) -> bool:
         return vip in self.held
 
+    def events(self) -> None:
+        """No kernel behind it, so no change feed: the VIP controller polls, as it does where netlink has none."""
+        return None
+
     def index(self, interface: str) -> int:
         if interface not in self.interfaces:
             raise AddressError(f"interface {interface} does not exist")

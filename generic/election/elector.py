@@ -442,7 +442,7 @@ class Elector:
             while not self._stop.is_set():
                 state = self._state
                 if not state.leading:
-                    self._cond.wait(0.5)
+                    self._cond.wait()  # a follower's watchdog sleeps: leading, stepping down and stop() notify
                     continue
                 deadline = state.renewed_at + self.timers.renew_deadline
                 left = deadline - self._clock()

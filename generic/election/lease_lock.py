@@ -13,12 +13,14 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from http.client import HTTPException
 from typing import Any
 from urllib.parse import quote
 
 import tenacity
 
 from generic.election.lock import LeaderRecord, LockConflict, LockUnavailable
+from generic.kuberest import transport_of
 from generic.logfmt import get_logger
 
 log = get_logger("generic.election.lease")
@@ -82,19 +84,17 @@ def _spec(record: LeaderRecord, previous: dict[str, Any]) -> dict[str, Any]:
 
 
 class LeaseLock:
-    """Lease `namespace/name` through the official client (any configured `kubernetes.client.ApiClient`)."""
+    """Lease `namespace/name` over `generic.kuberest` (its small `RestClient`, or an official `ApiClient`)."""
 
     def __init__(self, api_client: Any, namespace: str, name: str) -> None:
-        """`api_client` is an ApiClient, or a callable returning the one to use now (kubeconfigs can change)."""
+        """`api_client` is a client, or a callable returning the one to use now (kubeconfigs can change)."""
         self._client_for: Callable[[], Any] = api_client if callable(api_client) else lambda: api_client
         self.namespace, self.name = namespace, name
         self._last: dict[str, Any] = {}
 
     @property
-    def _api(self) -> Any:
-        from kubernetes import client
-
-        return client.CoordinationV1Api(self._client_for())
+    def _path(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{quote(self.namespace)}/leases"
 
     def describe(self) -> str:
         return f"{self.namespace}/{self.name}"
@@ -104,56 +104,25 @@ class LeaseLock:
         """The Lease's metadata.uid as last read or written ("" before), for Events about it."""
         return str((self._last.get("metadata") or {}).get("uid") or "")
 
-    def _call(self, method: Callable[..., Any], *args: Any, timeout: float | None, **kwargs: Any) -> dict[str, Any]:
-        """`method(*args)` with the timeout (None: `method` applies its own), errors mapped to lock errors."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        if timeout is not None:
-            kwargs.update(_request_timeout=timeout, _preload_content=False)
+    def _request(self, method: str, path: str, timeout: float, body: Any = None) -> tuple[int, dict[str, Any]]:
+        """(status, document) of one request; a missing answer or one that is not JSON is `LockUnavailable`. Bodies
+        are sent exactly as given: a generated V1Lease model would serialise a MicroTime without its six fractional
+        digits whenever the microsecond is 0, which the real API server answers with 400, once in a million."""
         try:
-            response = method(*args, **kwargs)
-            doc: dict[str, Any] = json.loads(response.data)
-            return doc
-        except ApiException as exc:
-            if exc.status == 409:
-                raise LockConflict(f"{self.describe()}: {exc.reason}") from None
-            if exc.status == 404:
-                raise
-            raise LockUnavailable(f"{self.describe()}: HTTP {exc.status} {exc.reason}") from None
-        except (HTTPError, OSError, ValueError) as exc:
+            response = transport_of(self._client_for()).request(method, path, body=body, timeout=timeout)
+            doc = json.loads(response.data) if response.ok else {}
+        except (OSError, ValueError, HTTPException) as exc:
             raise LockUnavailable(f"{self.describe()}: {type(exc).__name__}") from None
-
-    def _write(self, verb: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """POST (create) or PUT (update) `body` exactly as given. The generated methods would first turn it into a
-        V1Lease model, whose datetimes serialise without the six fractional digits a MicroTime needs whenever the
-        microsecond is 0: the real API server answers that with 400, once in a million renewals."""
-        from kubernetes.client.exceptions import ApiException
-
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self.namespace)}/leases"
-        if verb == "PUT":
-            path += f"/{quote(self.name)}"
-        api_client = self._client_for()
-
-        def send() -> Any:
-            method, url, headers, data, _ = api_client.param_serialize(
-                verb, path, header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                body=body, auth_settings=["BearerToken"])
-            response = api_client.call_api(method, url, header_params=headers, body=data, _request_timeout=timeout)
-            response.read()
-            if not 200 <= response.status < 300:
-                raise ApiException(status=response.status, reason=response.reason)
-            return response
-
-        return self._call(send, timeout=None)
+        if response.status == 409:
+            raise LockConflict(f"{self.describe()}: {response.reason}")
+        if not response.ok and response.status != 404:
+            raise LockUnavailable(f"{self.describe()}: HTTP {response.status} {response.reason}")
+        return response.status, doc
 
     def get(self, timeout: float) -> tuple[LeaderRecord, str] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            lease = self._call(self._api.read_namespaced_lease, self.name, self.namespace, timeout=timeout)
-        except ApiException:
-            return None  # 404: not created yet
+        status, lease = self._request("GET", f"{self._path}/{quote(self.name)}", timeout)
+        if status == 404:
+            return None  # not created yet
         self._last = lease
         return record_from_lease(lease), str(lease["metadata"]["resourceVersion"])
 
@@ -161,12 +130,9 @@ class LeaseLock:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": _metadata(record, {"name": self.name, "namespace": self.namespace}),
                 "spec": _spec(record, {})}
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            lease = self._write("POST", body, timeout)
-        except ApiException as exc:  # pragma: no cover - 404 on create means the namespace is missing
-            raise LockUnavailable(f"{self.describe()}: HTTP {exc.status} {exc.reason}") from None
+        status, lease = self._request("POST", self._path, timeout, body)
+        if status == 404:  # pragma: no cover - 404 on create means the namespace is missing
+            raise LockUnavailable(f"{self.describe()}: HTTP 404")
         self._last = lease
         return str(lease["metadata"]["resourceVersion"])
 
@@ -175,12 +141,9 @@ class LeaseLock:
         metadata["resourceVersion"] = version
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
                 "spec": _spec(record, self._last.get("spec") or {})}
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            lease = self._write("PUT", body, timeout)
-        except ApiException as exc:  # 404: deleted under us; the next get() recreates it
-            raise LockConflict(f"{self.describe()}: HTTP {exc.status}") from None
+        status, lease = self._request("PUT", f"{self._path}/{quote(self.name)}", timeout, body)
+        if status == 404:  # deleted under us; the next get() recreates it
+            raise LockConflict(f"{self.describe()}: HTTP 404")
         self._last = lease
         return str(lease["metadata"]["resourceVersion"])
 
@@ -207,19 +170,19 @@ class LeaseLock:
                 on_change(None)  # between two streams, changes may be missed
 
     def _stream(self, on_change: Callable[[tuple[LeaderRecord, str] | None], None], stop: threading.Event) -> None:
-        """One watch; it starts with the current object (ADDED), then every change, until its timeout."""
-        from kubernetes import watch
-
-        watch_class: Any = watch.Watch  # untyped in the client
-        watcher = watch_class()
-        for event in watcher.stream(self._api.list_namespaced_lease, self.namespace,
-                                    field_selector=f"metadata.name={self.name}", timeout_seconds=WATCH_SECONDS,
-                                    _request_timeout=WATCH_SECONDS + 10):
-            raw = event.get("raw_object") if isinstance(event, dict) else None
-            if event.get("type") in ("ADDED", "MODIFIED") and isinstance(raw, dict):
-                on_change((record_from_lease(raw), str(raw["metadata"]["resourceVersion"])))
-            else:
-                on_change(None)  # DELETED, BOOKMARK or an error: re-read
-            if stop.is_set():
-                watcher.stop()
-                return
+        """One watch; it starts with the current object (ADDED), then every change, until its timeout. The events
+        are read as raw JSON lines: building a model of every renewal (once a retry period, on every follower)
+        would cost more CPU at rest than everything else a follower does."""
+        query = {"fieldSelector": f"metadata.name={self.name}", "watch": "true", "timeoutSeconds": WATCH_SECONDS}
+        with transport_of(self._client_for()).stream(self._path, query=query, timeout=WATCH_SECONDS + 10) as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                raw = event.get("object") if isinstance(event, dict) else None
+                if event.get("type") in ("ADDED", "MODIFIED") and isinstance(raw, dict):
+                    on_change((record_from_lease(raw), str(raw["metadata"]["resourceVersion"])))
+                else:
+                    on_change(None)  # DELETED, BOOKMARK or an error: re-read
+                if stop.is_set():
+                    return

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from generic.kuberest import transport_of
 from generic.logfmt import get_logger
 
 log = get_logger("kubevip_metal.health")
@@ -28,13 +29,10 @@ class ReadyzProbe:
         self.timeout = timeout
 
     def __call__(self) -> bool:
-        api_client = self._client_for()
         try:
-            method, url, headers, _data, _ = api_client.param_serialize(
-                "GET", "/readyz", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"])
-            response = api_client.call_api(method, url, header_params=headers, _request_timeout=self.timeout)
-            response.read()
-            return bool(200 <= response.status < 300)
+            response = transport_of(self._client_for()).request("GET", "/readyz", timeout=self.timeout,
+                                                                accept="text/plain")
+            return bool(response.ok)
         except Exception as exc:  # unreachable, refused, timed out: not healthy
             log.debug("health.probe_failed", error=type(exc).__name__)
             return False

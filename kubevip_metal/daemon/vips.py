@@ -9,9 +9,14 @@ for but nobody wants is kept *absent*: that is what removes the leftover of a cr
 by hand on a follower.
 
 Changes apply at once, in the caller's thread (an election callback: the first gratuitous ARP leaves before
-`claim` returns). A reconciler thread compares the kernel with the desired state every `period` seconds and
-repairs drift both ways, logging every repair. The order is fixed: hold the address, then announce; stop
-announcing, then drop the address. All netlink use happens under one lock.
+`claim` returns). A reconciler thread compares the kernel with the desired state and repairs drift both ways,
+logging every repair. It is event-driven: it blocks on the kernel's address and link notifications
+(`generic.addresses.AddressEvents`) and runs a pass as soon as one arrives (a deleted VIP is back within
+milliseconds, a cable plugged in again is re-announced at once), plus a slow safety pass every `SAFETY_SECONDS`
+(10 s) for what no notification reports (an announcer's own drift, a lost notification). At rest it does not
+wake up at all between safety passes. Without a change feed (the in-process fakes) it polls every
+`POLL_SECONDS`. The order is fixed: hold the address, then announce; stop announcing, then drop the address.
+All netlink use happens under one lock.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from generic.addresses import AddressError, Addresses, Vip
+from generic.addresses import AddressError, Addresses, AddressEvents, Vip
 from generic.announce import Announcer, Batching
 from generic.logfmt import get_logger
 
 log = get_logger("kubevip_metal.vips")
 
-RECONCILE_SECONDS = 1.0
+SAFETY_SECONDS = 10.0  # between two passes when the kernel reports no change
+POLL_SECONDS = 1.0  # between two passes without a change feed
+BUSY_SHARE = 0.1  # the reconciler never keeps more than this share of the time busy
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,13 @@ class Claim:
 
 class VipController:
     def __init__(self, addresses: Addresses, announcers: Sequence[Announcer], *,
-                 period: float = RECONCILE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
-        self.addresses, self.announcers, self.period = addresses, list(announcers), period
+                 period: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """`period`: the longest time between two passes (default: `SAFETY_SECONDS` with the kernel's change feed,
+        `POLL_SECONDS` without one)."""
+        self.addresses, self.announcers = addresses, list(announcers)
+        self._period = period
+        self.period = POLL_SECONDS if period is None else period  # settled in start(), once the feed is known
+        self._events: AddressEvents | None = None
         self._clock = clock
         self._claims: dict[str, Claim] = {}
         self._announced: set[Vip] = set()  # what the announcers have been told to announce
@@ -214,37 +226,70 @@ class VipController:
                 log.error("reconcile.hook_failed", vip=str(vip), error=f"{type(exc).__name__}: {exc}")
 
     def start(self) -> None:
-        """First pass now (it clears what a crash left behind), then one every period."""
+        """First pass now (it clears what a crash left behind), then one on every change the kernel reports and
+        at least one every period."""
         with self._lock:
             for vip in sorted(self._policed() - self.wanted(), key=str):
                 if self.addresses.remove(vip):  # AddressError goes to the caller: it cannot start like this
                     log.warning("vip.leftover_removed", vip=str(vip))
         if self._thread is None:
+            try:
+                self._events = self.addresses.events()
+            except OSError as exc:  # no netlink notifications here: poll instead
+                log.warning("reconcile.polling", reason=f"no address change feed: {exc}")
+                self._events = None
+            if self._period is None:
+                self.period = SAFETY_SECONDS if self._events is not None else POLL_SECONDS
+            self.last_pass = time.monotonic()
             self._thread = threading.Thread(target=self._loop, name="vip-reconciler", daemon=True)
             self._thread.start()
 
+    def _wait(self, timeout: float) -> bool:
+        """Until the kernel reports a change (True), `timeout` passes or stop() (False)."""
+        if self._events is None:
+            self._stop.wait(max(0.0, timeout))
+            return False
+        return self._events.wait(max(0.0, timeout))
+
     def _loop(self) -> None:
-        """A pass every `period`, but never more than a tenth of the time busy: one pass over 10,000 VIPs (a dump
-        of every address) takes about 1.5 s here, so then the passes space out to keep the CPU for the rest."""
-        wait = self.period
-        while not self._stop.wait(wait):
+        """A pass on every reported change and at least one every `period`, but never more than a tenth of the
+        time busy: one pass over 10,000 VIPs (a dump of every address) takes about 1.5 s here, so then the passes
+        space out to keep the CPU for the rest. Our own adds and removes are changes too: each costs one more
+        pass, which finds nothing to do."""
+        pause = 0.0  # the least time before the next pass, after a long one
+        while not self._stop.is_set():
+            changed = self._wait(max(self.period, pause) - (time.monotonic() - self.last_pass))
+            if self._stop.is_set():
+                break
+            if changed and pause:
+                self._stop.wait(max(0.0, self.last_pass + pause - time.monotonic()))
+                if self._events is not None:
+                    self._events.drain()  # what came meanwhile is seen by this pass
+            elif not changed and time.monotonic() - self.last_pass < self.period:
+                continue  # interrupted early
             started = time.monotonic()
             self.reconcile()
             self.last_pass = time.monotonic()
-            wait = max(self.period, 9 * (self.last_pass - started))
+            took = self.last_pass - started
+            pause = took * (1 - BUSY_SHARE) / BUSY_SHARE if took > 0.01 else 0.0
 
     def alive(self, now: float | None = None) -> bool:
         """The reconciler thread runs and finished a pass recently (a liveness probe fails a wedged one)."""
         if self._thread is None or not self._thread.is_alive():
             return False
         now = time.monotonic() if now is None else now
-        return now - self.last_pass < max(30.0, 10 * self.period)
+        return now - self.last_pass < max(30.0, 3 * self.period)
 
     def stop(self) -> None:
         """Every owner lets go (nothing is left on the interface), then the announcers close."""
         self._stop.set()
+        if self._events is not None:
+            self._events.interrupt()
         if self._thread is not None:
             self._thread.join(2)
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         with self._lock:
             for owner in list(self._claims):
                 self.release(owner)
