@@ -214,6 +214,18 @@ class ApiClientSelector:
                     self._bootstrap = self._make_bootstrap()
             return self._bootstrap if self._bootstrap is not None else self._primary
 
+    _OWN = frozenset({"_primary", "_make_bootstrap", "_bootstrap", "_namespace", "_clock", "_lock", "_primary_ok",
+                      "_next_check"})
+
+    def __getattr__(self, name: str) -> Any:
+        """The selector stands in for a client wherever one is expected (`client.CoreV1Api(selector)` for the
+        Services, the node annotations, Events): every attribute it lacks is the current client's, so each call
+        goes to admin.conf or super-admin.conf as chosen at that moment. Without this, `--services` on kubeadm's
+        first node (both files present) handed the generated API classes an object with none of their methods."""
+        if name in self._OWN or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        return getattr(self(), name)
+
     def _allowed(self, api_client: Any) -> bool | None:
         """True if the API answers, False on 403, None when it cannot be told (unreachable, 5xx)."""
         from http.client import HTTPException

@@ -70,6 +70,30 @@ def test_super_admin_is_used_only_while_admin_is_refused(api: EmulatorThread, tm
         elector.stop()
 
 
+def test_the_selector_serves_the_generated_api_classes(api: EmulatorThread, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Services, node annotations and Events use `client.CoreV1Api(daemon.api)`: on kubeadm's first node the
+    daemon's client is the selector, so it must answer as a client, through whichever kubeconfig it chose."""
+    from kubernetes import client
+
+    monkeypatch.setattr(kubeclient, "RECHECK_SECONDS", 0.2)
+    admin = write_kubeconfig(tmp_path / "admin.conf", api.urls[0], "tok-admin")
+    bootstrap = write_kubeconfig(tmp_path / "super-admin.conf", api.urls[0], "tok-super")
+    api.emulator.forbid("admin")
+    selector = kubeclient.build_api_client(_config(admin, bootstrap))
+    assert isinstance(selector, kubeclient.ApiClientSelector)
+    core: Any = client.CoreV1Api(selector)
+    before = api.emulator.request_counts().get("super-admin", 0)
+    assert core.list_service_for_all_namespaces().items == []
+    assert api.emulator.request_counts().get("super-admin", 0) > before  # through super-admin.conf while refused
+    api.emulator.allow("admin")
+    time.sleep(0.3)
+    selector()  # the next choice sees admin.conf allowed
+    before = api.emulator.request_counts().get("admin", 0)
+    assert core.list_service_for_all_namespaces().items == []
+    assert api.emulator.request_counts().get("admin", 0) > before
+
+
 def test_kubeadm_bootstrap_on_a_real_api_server(real_api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What `kubeadm init` >= 1.29 really does: admin.conf's group has no binding (403 from RBAC) until kubeadm creates
     the `kubeadm:cluster-admins` ClusterRoleBinding; the manager leads through super-admin.conf meanwhile and
