@@ -160,7 +160,8 @@ def test_the_next_holder_asks_for_the_recorded_address_and_keeps_it(cluster: Clu
 
 
 def test_delete_releases_and_an_expiry_withdraws(cluster: Cluster, nodes: Callable[..., Node]) -> None:
-    node = nodes("n1")
+    events = Recorded()
+    node = nodes("n1", events=events)
     for name in ("web", "db"):
         cluster.service(name, "0.0.0.0")
         cluster.endpoints(name, ["n1"])
@@ -174,6 +175,11 @@ def test_delete_releases_and_an_expiry_withdraws(cluster: Cluster, nodes: Callab
     assert node.controller.dhcp is not None and [str(k) for k in node.controller.dhcp.running()] == ["default/db"]
     db_client.fire_from_test(Trigger.EXPIRED, db_client.lease)  # type: ignore[arg-type]
     wait_for(lambda: node.held() == set(), timeout=5)
+    withdrawn = [args for name, args in events.calls if name == "service_withdrawn"]
+    assert [(a[1], a[4]) for a in withdrawn] == [("db", "its DHCP lease ended (expired or taken back by the "
+                                                  "server)")]
+    served = [args for name, args in events.calls if name == "service_served"]
+    assert sorted(a[1] for a in served) == ["db", "web"] and all(a[3] for a in served)  # only once leased
 
 
 def test_no_endpoint_releases_and_an_endpoint_leases_again(cluster: Cluster, nodes: Callable[..., Node]) -> None:

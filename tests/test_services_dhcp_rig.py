@@ -43,7 +43,9 @@ class DhcpServicesLab(LabCluster):
 def lab() -> Iterator[tuple[DhcpServicesLab, Api]]:
     require_rig()
     require("dnsmasq", dnsmasq_missing())
-    with DhcpServicesLab() as cluster:
+    with DhcpServicesLab() as opened:
+        assert isinstance(opened, DhcpServicesLab)
+        cluster = opened
         api = Api(cluster)
         try:
             yield cluster, api
@@ -54,8 +56,8 @@ def lab() -> Iterator[tuple[DhcpServicesLab, Api]]:
 
 
 def _in_pool(address: str) -> bool:
-    low, high = (ipaddress.ip_address(a) for a in POOL)
-    return low <= ipaddress.ip_address(address) <= high
+    low, high = (ipaddress.IPv4Address(a) for a in POOL)
+    return low <= ipaddress.IPv4Address(address) <= high
 
 
 def _status(api: Api, name: str) -> list[str]:
@@ -83,7 +85,8 @@ def _dump(lab: DhcpServicesLab) -> None:
 def test_a_dhcp_service_is_leased_served_kept_across_a_crash_and_released_on_delete(
         lab: tuple[DhcpServicesLab, Api]) -> None:
     cluster, api = lab
-    assert cluster.dhcp is not None
+    dhcp = cluster.dhcp
+    assert dhcp is not None
     for node in cluster.nodes:
         cluster.start(node)
     api.service("web", "0.0.0.0")
@@ -96,7 +99,7 @@ def test_a_dhcp_service_is_leased_served_kept_across_a_crash_and_released_on_del
         wait_for(lambda: _running_holders(cluster, address) == [holder], timeout=10)
         assert cluster.rig.run("client", ["ping", "-c1", "-W1", address], check=False).returncode == 0
         assert cluster.node_of_mac(cluster.client_mac(address)) == holder
-        leased = [line for line in cluster.dhcp.leased() if f" {address} " in line]
+        leased = [line for line in dhcp.leased() if f" {address} " in line]
         assert len(leased) == 1 and " web " in leased[0]  # the Service's host name, option 12
         wait_for(lambda: _annotation(api, "web", "kube-vip.io/requestedIP") == address, timeout=10)
 
@@ -127,7 +130,7 @@ def test_a_dhcp_service_is_leased_served_kept_across_a_crash_and_released_on_del
 
         api.delete("web")
         wait_for(lambda: _running_holders(cluster, address) == [], timeout=10)  # gone from every node
-        wait_for(lambda: not any(f" {address} " in line for line in cluster.dhcp.leased()), timeout=10)  # released
+        wait_for(lambda: not any(f" {address} " in line for line in dhcp.leased()), timeout=10)  # released
         assert [e for e in cluster.events(last) if e["event"] == "ddns.released"]
     except AssertionError:
         _dump(cluster)

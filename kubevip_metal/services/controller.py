@@ -374,12 +374,15 @@ class ServicesController:
                 before = picture.claimed.get(key)
                 picture.claimed[key] = (vips, active)
                 claims[owner_of(key)] = (vips, active)
-                if before is None or before[1] != active:
-                    log.info("service.serving" if active else "service.not_serving", service=str(key),
-                             vips=[str(v) for v in sorted(vips, key=str)], local=intent.local,
+                # served = active with an address (a DHCP Service held here has none until its lease)
+                shown, shown_before = active and bool(vips), before is not None and before[1] and bool(before[0])
+                if shown != shown_before:
+                    named = vips if shown or before is None else before[0]
+                    log.info("service.serving" if shown else "service.not_serving", service=str(key),
+                             vips=[str(v) for v in sorted(named, key=str)], local=intent.local,
                              mono=round(self._clock(), 6))
-                    self._tell(intent, vips, active, was_active=before is not None and before[1],
-                               eligible=eligible)
+                    self._tell(intent, named, shown, was_active=shown_before, eligible=eligible,
+                               unleased=active and not vips)
             if active and (intent.dhcp is None or leased is not None):  # a DHCP Service: once leased
                 statuses[key] = _status_of(intent, addresses, self.node if self._write_vip_host else None,
                                            None if leased is None else str(leased))
@@ -404,7 +407,7 @@ class ServicesController:
         return self._dhcp
 
     def _tell(self, intent: ServiceIntent, vips: frozenset[Vip], active: bool, *, was_active: bool,
-              eligible: bool) -> None:
+              eligible: bool, unleased: bool = False) -> None:
         """The Service's Event for a change of who serves it here (none for a Service never served here)."""
         if self.events is None:
             return
@@ -412,7 +415,9 @@ class ServicesController:
         if active:
             self.events.service_served(key.namespace, key.name, intent.uid, vips)
         elif was_active:
-            if not eligible:
+            if unleased:
+                why = "its DHCP lease ended (expired or taken back by the server)"
+            elif not eligible:
                 why = "no ready endpoint on this node" if intent.local else "no ready endpoint"
             elif self._elections is not None:
                 why = "this node no longer holds the Service's Lease"
