@@ -195,6 +195,19 @@ def test_no_endpoint_releases_and_an_endpoint_leases_again(cluster: Cluster, nod
     assert len(FakeServer.made) == 2 and FakeServer.made[-1].sent == [f"discover {address}"]  # a new term
 
 
+def test_a_service_changed_to_a_static_address_releases_its_lease(cluster: Cluster,
+                                                                    nodes: Callable[..., Node]) -> None:
+    node = nodes("n1")
+    cluster.service("web", "0.0.0.0")
+    cluster.endpoints("web", ["n1"])
+    wait_for(lambda: len(node.held()) == 1, timeout=5)
+    cluster.core.patch_namespaced_service("web", "default", {"metadata": {"annotations": {
+        "kube-vip.io/loadbalancerIPs": "192.0.2.40"}}})
+    wait_for(lambda: node.held() == {"192.0.2.40"} and "release" in FakeServer.made[0].sent, timeout=5)
+    assert node.controller.dhcp is not None and node.controller.dhcp.running() == []
+    wait_for(lambda: cluster.status_ips("web") == ["192.0.2.40"], timeout=5)
+
+
 def test_a_server_that_never_answers_is_reported_not_fatal(cluster: Cluster, nodes: Callable[..., Node]) -> None:
     FakeServer.answering = False
     events = Recorded()

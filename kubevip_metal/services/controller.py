@@ -395,7 +395,10 @@ class ServicesController:
         """A DHCP Service's leased address: while held here, its client runs and this is what it holds now;
         otherwise it is released and this is the address last leased here (claimed inactive, so a stray copy is
         removed)."""
-        if intent.dhcp is None or self._dhcp is None:
+        if self._dhcp is None:
+            return None
+        if intent.dhcp is None:  # (no longer) a DHCP Service: a client left from 0.0.0.0 is released
+            self._dhcp.forget(intent.key)
             return None
         if active:
             return self._dhcp.want(intent.key, intent.dhcp, self._interface_for(_ANY_V4))
