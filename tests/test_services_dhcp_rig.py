@@ -1,6 +1,6 @@
 """Services asking for `0.0.0.0`, with real managers (`--services`, ARP) in the namespace rig and Debian's dnsmasq
-in the router namespace as the LAN's DHCP server: the Services Lease holder leases an address from dnsmasq's
-range for the Service, serves it (the client reaches it), writes it to the status and to
+in the router namespace as the LAN's DHCP server: the Service's holder (the Services Lease's, or its own Lease's
+with --servicesElection) leases an address from dnsmasq's range for the Service, renews it at T1, serves it (the client reaches it), writes it to the status and to
 `kube-vip.io/requestedIP`; the holder's crash, then the next one's SIGTERM (a release), give the next holder the
 same address; deleting the Service
 releases it (dnsmasq's lease file loses it) and removes it from every node."""
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -25,9 +26,13 @@ from tests.test_services_rig import NAMESPACE, TIMERS, Api
 class DhcpServicesLab(LabCluster):
     """A LabCluster (`--services`, a static control-plane VIP) with dnsmasq leasing on the LAN."""
 
-    def __init__(self) -> None:
-        super().__init__(vip="198.51.100.10", timers=TIMERS, extra_args=["--services"])
+    def __init__(self, extra: list[str]) -> None:
+        super().__init__(vip="198.51.100.10", timers=TIMERS, extra_args=["--services", *extra])
         self.dhcp: DhcpDnsmasq | None = None
+        self.service_lease = ("kube-system", "plndr-svcs-lock")
+
+    def service_holder(self) -> str:
+        return self.api.lease_holder(*self.service_lease)
 
     def _set_up(self) -> None:
         super()._set_up()
@@ -39,13 +44,20 @@ class DhcpServicesLab(LabCluster):
         super().down()
 
 
-@pytest.fixture
-def lab() -> Iterator[tuple[DhcpServicesLab, Api]]:
+# who holds the Service: the Services Lease's holder (ARP), or its own Lease's (--servicesElection)
+HOLDERS = {"services-lease": ([], ("kube-system", "plndr-svcs-lock")),
+           "per-service": (["--servicesElection"], (NAMESPACE, "kubevip-web"))}
+
+
+@pytest.fixture(params=sorted(HOLDERS))
+def lab(request: pytest.FixtureRequest) -> Iterator[tuple[DhcpServicesLab, Api]]:
     require_rig()
     require("dnsmasq", dnsmasq_missing())
-    with DhcpServicesLab() as opened:
+    extra, lease = HOLDERS[request.param]
+    with DhcpServicesLab(extra) as opened:
         assert isinstance(opened, DhcpServicesLab)
         cluster = opened
+        cluster.service_lease = lease
         api = Api(cluster)
         try:
             yield cluster, api
@@ -95,7 +107,7 @@ def test_a_dhcp_service_is_leased_served_kept_across_a_crash_and_released_on_del
         wait_for(lambda: len(_status(api, "web")) == 1, timeout=30)
         (address,) = _status(api, "web")
         assert _in_pool(address)
-        holder = cluster.api.lease_holder("kube-system", "plndr-svcs-lock")
+        holder = cluster.service_holder()
         wait_for(lambda: _running_holders(cluster, address) == [holder], timeout=10)
         assert cluster.rig.run("client", ["ping", "-c1", "-W1", address], check=False).returncode == 0
         assert cluster.node_of_mac(cluster.client_mac(address)) == holder
@@ -103,11 +115,17 @@ def test_a_dhcp_service_is_leased_served_kept_across_a_crash_and_released_on_del
         assert len(leased) == 1 and " web " in leased[0]  # the Service's host name, option 12
         wait_for(lambda: _annotation(api, "web", "kube-vip.io/requestedIP") == address, timeout=10)
 
+        def renewed() -> list[dict[str, Any]]:
+            return [e for e in cluster.events(holder)
+                    if e["event"] == "ddns.renewed" and e.get("service") == "default/web"]
+
+        wait_for(lambda: bool(renewed()), timeout=30)  # T1 = 4 s: renewed while held
+        assert renewed()[-1]["address"] == address
+
         cluster.rig.link_down(holder)  # a crash of the holder: no release
         cluster.kill(holder)
-        wait_for(lambda: cluster.api.lease_holder("kube-system", "plndr-svcs-lock") not in ("", holder),
-                 timeout=30)
-        successor = cluster.api.lease_holder("kube-system", "plndr-svcs-lock")
+        wait_for(lambda: cluster.service_holder() not in ("", holder), timeout=30)
+        successor = cluster.service_holder()
         wait_for(lambda: _running_holders(cluster, address) == [successor], timeout=30)
         wait_for(lambda: cluster.rig.run("client", ["ping", "-c1", "-W1", address], check=False).returncode == 0,
                  timeout=10)
