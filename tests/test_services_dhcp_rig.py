@@ -1,9 +1,9 @@
 """Services asking for `0.0.0.0`, with real managers (`--services`, ARP) in the namespace rig and Debian's dnsmasq
 in the router namespace as the LAN's DHCP server: the Service's holder (the Services Lease's, or its own Lease's
-with --servicesElection) leases an address from dnsmasq's range for the Service, renews it at T1, serves it (the client reaches it), writes it to the status and to
-`kube-vip.io/requestedIP`; the holder's crash, then the next one's SIGTERM (a release), give the next holder the
-same address; deleting the Service
-releases it (dnsmasq's lease file loses it) and removes it from every node."""
+with --servicesElection) leases an address from dnsmasq's range for the Service, renews it at T1, serves it (the
+client reaches it), writes it to the status and to `kube-vip.io/requestedIP`; the holder's crash, then the next
+one's SIGTERM (a release), give the next holder the same address; deleting the Service releases it (dnsmasq's
+lease file loses it) and removes it from every node."""
 
 from __future__ import annotations
 
