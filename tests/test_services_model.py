@@ -51,8 +51,8 @@ def test_not_ours_ignored_and_malformed() -> None:
     assert isinstance(bad, Skipped) and "ns/web" in bad.reason and "kube-vip.io/loadbalancerIPs" in bad.reason
     two = interpret(svc({"kube-vip.io/loadbalancerIPs": "192.0.2.1,192.0.2.2"}), LEGACY)
     assert isinstance(two, Skipped) and "two IPv4" in two.reason
-    dhcp = interpret(svc(loadBalancerIP="0.0.0.0"), LEGACY)
-    assert isinstance(dhcp, Skipped) and "DHCP" in dhcp.reason
+    dhcp6 = interpret(svc(loadBalancerIP="::"), LEGACY)  # 0.0.0.0: tests/test_services_dhcp.py
+    assert isinstance(dhcp6, Skipped) and "DHCP" in dhcp6.reason
 
 
 def test_serving_nodes_count_serving_and_terminating_endpoints() -> None:

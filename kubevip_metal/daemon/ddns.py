@@ -72,13 +72,50 @@ def host_name(fqdn: str) -> str:
     return fqdn.rstrip(".").split(".")[0]
 
 
+class DhcpLoop:
+    """One asyncio loop on one thread, and one worker for the claims, shared by many clients (the Services'
+    DHCP leases: one client per Service, never a thread per Service)."""
+
+    def __init__(self, name: str = "dhcp") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-claim")
+
+    def ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+                self._thread.start()
+            return self._loop
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(0.5)
+        self.claims.shutdown(wait=False)
+
+
 class DdnsClient:
-    """One DHCP client per leadership term on `interface`; `leased` is told the address to claim."""
+    """One DHCP client per leadership term on `interface`; `leased` is told the address to claim.
+
+    `client_id`: the DHCP client identifier (default: the host name). `shared`: a DhcpLoop this client runs on
+    (and does not stop); without one it makes its own. `no_lease`: told the seconds waited each time
+    `ddns.no_lease` is logged (the Services' Event)."""
 
     def __init__(self, interface: str, fqdn: str, leased: Leased, *, factory: ClientFactory = AsyncDHCPClient,
-                 report_after: float = REPORT_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
+                 report_after: float = REPORT_AFTER, clock: Callable[[], float] = time.monotonic,
+                 client_id: str | None = None, shared: DhcpLoop | None = None,
+                 no_lease: Callable[[float], None] | None = None, log_fields: dict[str, str] | None = None) -> None:
         self.interface, self.fqdn, self.host = interface, fqdn, host_name(fqdn)
+        self.client_id = client_id or self.host
         self._leased, self._factory, self._report_after, self._clock = leased, factory, report_after, clock
+        self._shared, self._no_lease, self._fields = shared, no_lease, log_fields or {}
         self.address: IPAddress | None = None  # the address currently leased (and claimed), None between leases
         self.state = "off"  # the DHCP client's state name while a term runs
         self.leases = 0  # leases granted (BOUND), renewals and rebinds excluded
@@ -92,7 +129,8 @@ class DdnsClient:
         self._end: asyncio.Event | None = None
         self._releasing = False
         self._lock = threading.Lock()
-        self._claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddns-claim")
+        self._claims = shared.claims if shared is not None else \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddns-claim")
 
     # -- called from the election's thread
 
@@ -113,8 +151,13 @@ class DdnsClient:
             self._releasing = False
             self._term = asyncio.run_coroutine_threadsafe(self._run_term(), loop)
 
-    def end_term(self, timeout: float = RELEASE_WAIT) -> None:
-        """Leadership lost or SIGTERM: stop the client, which sends DHCPRELEASE; waits up to `timeout`."""
+    def running(self) -> bool:
+        with self._lock:
+            return self._term is not None and not self._term.done()
+
+    def end_term(self, timeout: float | None = RELEASE_WAIT) -> None:
+        """Leadership lost or SIGTERM: stop the client, which sends DHCPRELEASE; waits up to `timeout` (None:
+        does not wait, the release goes on on the loop)."""
         with self._lock:
             term, loop, end = self._term, self._loop, self._end
             if term is None or term.done() or loop is None:
@@ -124,14 +167,18 @@ class DdnsClient:
                 loop.call_soon_threadsafe(end.set)
             else:  # the coroutine has not started yet
                 term.cancel()
+        if timeout is None:
+            return
         try:
             term.result(timeout)
         except Exception as exc:  # a timeout or a failed release: the claim is inactive already, say so only
             log.warning("ddns.release_incomplete", interface=self.interface, error=f"{type(exc).__name__}: {exc}")
 
     def stop(self, timeout: float = RELEASE_WAIT) -> None:
-        """End the term (release) and the loop's thread."""
+        """End the term (release) and the loop's thread (not a shared loop's)."""
         self.end_term(timeout)
+        if self._shared is not None:
+            return
         with self._lock:
             loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
         if loop is not None:
@@ -141,6 +188,9 @@ class DdnsClient:
         self._claims.shutdown(wait=False)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._shared is not None:
+            self._loop = self._shared.ensure()
+            return self._loop
         if self._loop is None:
             loop = self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=loop.run_forever, name="ddns-dhcp", daemon=True)
@@ -152,7 +202,7 @@ class DdnsClient:
     def config(self) -> ClientConfig:
         return ClientConfig(
             interface=self.interface, lease_type=MemoryLease, handle_signals=False, write_pidfile=False,
-            release=True, client_id=self.host.encode(), host_name=self.host, vendor_id="kube-vip-metal",
+            release=True, client_id=self.client_id.encode(), host_name=self.host, vendor_id="kube-vip-metal",
             retransmission=retransmission, hooks=[
                 hook(trigger)(_reported(trigger, handler)) for trigger, handler in (
                     (Trigger.BOUND, self._bound), (Trigger.RENEWED, self._renewed),
@@ -164,7 +214,8 @@ class DdnsClient:
         started = self._clock()
         try:
             async with self._factory(self.config()) as client:
-                log.info("ddns.requesting", interface=self.interface, host_name=self.host, client_id=self.host)
+                log.info("ddns.requesting", interface=self.interface, host_name=self.host, client_id=self.client_id,
+                         **self._fields)
                 await self._discover(client)
                 reported = started
                 while not end.is_set():
@@ -176,7 +227,9 @@ class DdnsClient:
                             now - reported >= self._report_after:
                         reported = now
                         log.warning("ddns.no_lease", interface=self.interface, host_name=self.host,
-                                    state=self.state, waited=round(now - started, 1))
+                                    state=self.state, waited=round(now - started, 1), **self._fields)
+                        if self._no_lease is not None:
+                            self._no_lease(now - started)
                 # leaving the context sends DHCPRELEASE (and runs the UNBOUND hook)
         except Exception as exc:  # the socket could not open (interface gone...): reported; the next term retries
             log.error("ddns.client_failed", interface=self.interface, error=f"{type(exc).__name__}: {exc}")
@@ -211,33 +264,37 @@ class DdnsClient:
         await self._set(ipaddress.ip_address(lease.ip))
         log.info("ddns.bound", interface=self.interface, host_name=self.host, address=lease.ip,
                  lease_time=lease.lease_time, renew_in=_seconds(lease.renewal_in),
-                 rebind_in=_seconds(lease.rebinding_in), server=_server(lease), mono=round(self._clock(), 6))
+                 rebind_in=_seconds(lease.rebinding_in), server=_server(lease), mono=round(self._clock(), 6),
+                 **self._fields)
 
     async def _renewed(self, lease: Lease) -> None:
         self.renewals += 1
         await self._set(ipaddress.ip_address(lease.ip))
-        log.info("ddns.renewed", address=lease.ip, lease_time=lease.lease_time, renew_in=_seconds(lease.renewal_in))
+        log.info("ddns.renewed", address=lease.ip, lease_time=lease.lease_time, renew_in=_seconds(lease.renewal_in),
+                 **self._fields)
 
     async def _rebound(self, lease: Lease) -> None:
         self.renewals += 1
         await self._set(ipaddress.ip_address(lease.ip))
-        log.info("ddns.rebound", address=lease.ip, lease_time=lease.lease_time, server=_server(lease))
+        log.info("ddns.rebound", address=lease.ip, lease_time=lease.lease_time, server=_server(lease),
+                 **self._fields)
 
     async def _expired(self, lease: Lease) -> None:
         """No renewal or rebind reached a server before the lease ended: the address is not ours any more."""
         self.expiries += 1
         await self._set(None)
-        log.warning("ddns.expired", interface=self.interface, address=lease.ip, mono=round(self._clock(), 6))
+        log.warning("ddns.expired", interface=self.interface, address=lease.ip, mono=round(self._clock(), 6),
+                    **self._fields)
 
     async def _unbound(self, lease: Lease) -> None:
         """Released at the end of a term (the claim is inactive already, and keeps the address for policing), or
         taken back by the server's NAK (the VIP goes now)."""
         if self._releasing:
             self.address = None
-            log.info("ddns.released", interface=self.interface, address=lease.ip)
+            log.info("ddns.released", interface=self.interface, address=lease.ip, **self._fields)
         else:
             await self._set(None)
-            log.warning("ddns.nak", interface=self.interface, address=lease.ip)
+            log.warning("ddns.nak", interface=self.interface, address=lease.ip, **self._fields)
 
 
 def _reported(trigger: Trigger, handler: Callable[[Lease], Awaitable[None]]) -> Any:

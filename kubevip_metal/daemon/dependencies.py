@@ -33,7 +33,7 @@ class Dependencies:
         default=lambda settings: _http_check(settings))
     bgp_resolver: Any = None  # source addresses for the router ID (daemon.bgp.SourceResolver); None: the kernel's
     dns_lookup: Lookup | None = None  # a DNS --address's lookups (generic.dns); None: dnspython, /etc/resolv.conf
-    dhcp_client: Any = None  # --ddns's DHCP client factory (ClientConfig -> AsyncDHCPClient); None: pyroute2's
+    dhcp_client: Any = None  # DHCP client factory (--ddns, 0.0.0.0 Services: ClientConfig -> client); None: pyroute2
     clock: Callable[[], float] = time.monotonic
     # (config, the daemon's API client getter) -> a kubevip_metal.events recorder (started and closed by the daemon)
     events: Callable[[Config, Callable[[], Any]], Any] = field(default=lambda config, api: _events(config, api))

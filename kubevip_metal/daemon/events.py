@@ -13,6 +13,7 @@ Reasons, their type, and the object each lands on:
 - `VipServed` (Normal) / `VipWithdrawn` (Normal, with the reason), the Service: this node started / stopped
   serving its VIPs while the Service stays (nothing for a deleted Service, nor at shutdown).
 - `ServiceSkipped` (Warning), the Service: ours, but malformed; the message names the Service and the key.
+- `DhcpNoLease` (Warning), the Service: its holder's DHCP client got no lease for its `0.0.0.0` yet (retried).
 
 BGP sessions land on the **Node**, not the Lease: they are the node's own (every node peers, leading or not, and
 BGP without leader election has no Lease at all), so `kubectl describe node` shows a node's flaps beside its
@@ -147,6 +148,9 @@ class DaemonEvents:
 
     def service_skipped(self, namespace: str, name: str, uid: str, reason: str) -> None:
         self._record(ObjectRef.service(namespace, name, uid), "ServiceSkipped", reason, WARNING)
+
+    def dhcp_no_lease(self, namespace: str, name: str, uid: str, message: str) -> None:
+        self._record(ObjectRef.service(namespace, name, uid), "DhcpNoLease", message, WARNING)
 
     def service_gone(self, namespace: str, name: str) -> None:
         with self._lock:

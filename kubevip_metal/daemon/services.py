@@ -3,7 +3,8 @@
 ARP: the VIP goes on `--serviceInterface` (`auto`: the default route's interface), else `--interface`, else the
 default route's interface, and the holder of the Services Lease (`--servicesLeaseName`, in `--namespace`)
 serves every Service. BGP: the VIP goes on `lo` and every node serves (ECMP), no Lease. `--servicesElection`
-(either mode): each Service is served by the holder of its own Lease.
+(either mode): each Service is served by the holder of its own Lease. A `0.0.0.0` Service's address is leased
+by its holder's DHCP client (`Dependencies.dhcp_client`, pyroute2's by default) on its interface.
 """
 
 from __future__ import annotations
@@ -53,4 +54,4 @@ def build_services(config: Config, deps: Dependencies, vips: VipController, api:
                               interface_for=interface_chooser(config, deps.addresses, default_interface),
                               lock=lock, timers=election.timers, write_vip_host=lock is not None or per_service,
                               prefix=lambda address: prefixes[address.version], per_service=per_service,
-                              clock=deps.clock, events=events)
+                              clock=deps.clock, events=events, dhcp_client=deps.dhcp_client)

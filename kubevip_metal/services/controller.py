@@ -25,10 +25,16 @@ What we write: `status.loadBalancer.ingress` (each address with the Service's po
 a Lease (the Services Lease or the Service's own) `kube-vip.io/vipHost` = this node. By BGP without one, every
 serving node would write the same status; the writes are idempotent (no write when the Service already shows it)
 and vipHost is not written (there is no one host).
+
+A Service asking for `0.0.0.0` gets its IPv4 VIP leased by DHCP (kubevip_metal.services.dhcp): its holder runs its
+client, the leased address is its VIP and its status, and `kube-vip.io/requestedIP` records it for the next
+holder. That needs one holder: by BGP without `--servicesElection` (every node serves) such a Service is skipped,
+with the reason in the log and a `ServiceSkipped` Event.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import queue
 import threading
 import time
@@ -43,9 +49,11 @@ from generic.logfmt import get_logger
 from generic.parse import IPAddress
 from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.vips import VipController
+from kubevip_metal.services.dhcp import ServiceLeases
 from kubevip_metal.services.elections import ServiceElections
 from kubevip_metal.services.informer import Event, Informer, Obj
 from kubevip_metal.services.model import (
+    REQUESTED_IP,
     VIP_HOST,
     ClassRules,
     ServiceIntent,
@@ -83,10 +91,12 @@ class ServicesController:
                  write_vip_host: bool, prefix: Callable[[IPAddress], int], per_service: bool = False,
                  list_services: Callable[..., Any] | None = None, list_slices: Callable[..., Any] | None = None,
                  status: StatusWriter | None = None, clock: Callable[[], float] = time.monotonic,
-                 events: DaemonEvents | None = None) -> None:
+                 events: DaemonEvents | None = None, dhcp_client: Any = None,
+                 dhcp_report_after: float | None = None) -> None:
         """`lock`: the Services Lease (ARP: one holder serves all); None: every node serves (BGP).
         `per_service`: instead, one Lease per Service (kubevip_metal.services.elections); `lock` is then unused.
-        `events`: VipServed / VipWithdrawn / ServiceSkipped on each Service."""
+        `events`: VipServed / VipWithdrawn / ServiceSkipped on each Service.
+        `dhcp_client`: the DHCP client factory for `0.0.0.0` Services (None: pyroute2's AsyncDHCPClient)."""
         self.vips, self.api, self.node, self.rules = vips, api, node, rules
         self.events = events
         self._interface_for, self._prefix = interface_for, prefix
@@ -101,6 +111,11 @@ class ServicesController:
         if per_service:
             self._elections = ServiceElections(api, node, timers, self._lease_changed, clock=clock)
         self._stopping = False
+        self._dhcp: ServiceLeases | None = None
+        if lock is not None or per_service:  # one holder per Service: it can lease the Service's address
+            extra = {} if dhcp_report_after is None else {"report_after": dhcp_report_after}
+            self._dhcp = ServiceLeases(lambda key: self._enqueue(lambda: {key}), factory=dhcp_client,
+                                       no_lease=self._no_lease, clock=clock, **extra)
         # released while the Service stays: why and its uid, for its Event
         self._withdrawn_why: dict[ServiceKey, tuple[str, str]] = {}
         self.status = status or StatusWriter(api, clock=clock)
@@ -137,6 +152,8 @@ class ServicesController:
         self._queue.put(None)
         self._worker.join(1.0)
         self.vips.claim_many({owner_of(key): None for key in list(self._picture.claimed)})
+        if self._dhcp is not None:  # the addresses are gone: now their leases are released
+            self._dhcp.stop()
         if self._elector is not None:
             self._elector.stop(timeout=1.0)
         if self._elections is not None:
@@ -175,6 +192,13 @@ class ServicesController:
     def _lease_changed(self, key: ServiceKey, _leading: bool) -> None:
         self._enqueue(lambda: {key})
 
+    def _no_lease(self, key: ServiceKey, waited: float) -> None:
+        """Told by a Service's DHCP client (on its loop) that no server answered yet."""
+        intent = self._picture.services.get(key)
+        if self.events is not None and intent is not None:
+            self.events.dhcp_no_lease(key.namespace, key.name, intent.uid,
+                                      f"Service {key}: no DHCP lease for 0.0.0.0 after {waited:.0f} s; retrying")
+
     def _set_leading(self, leading: bool) -> None:
         self._leading = leading
         return None  # every Service is re-decided
@@ -204,12 +228,15 @@ class ServicesController:
     def _service(self, obj: Obj) -> None:
         picture, key = self._picture, key_of(obj)
         found = interpret(obj, self.rules)
+        if isinstance(found, ServiceIntent) and found.dhcp is not None and self._dhcp is None:
+            found = Skipped(key, f"Service {key}: an address leased by DHCP (0.0.0.0) needs one holder; by BGP "
+                                 "every node serves: use --servicesElection")
         if isinstance(found, ServiceIntent):
             picture.services[key] = found
             picture.skipped.pop(key, None)
             status = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
             annotations = (obj.get("metadata") or {}).get("annotations") or {}
-            self.status.observed(key, status, annotations.get(VIP_HOST))
+            self.status.observed(key, status, annotations.get(VIP_HOST), annotations.get(REQUESTED_IP))
             return
         gone = picture.services.pop(key, None)
         if gone is not None and self.events is not None and key in picture.claimed and picture.claimed[key][1]:
@@ -231,6 +258,8 @@ class ServicesController:
             self._withdrawn_why.pop(key, None)
         if self._elections is not None:
             self._elections.unwant(key)
+        if self._dhcp is not None:
+            self._dhcp.forget(key)
         self._picture.services.pop(key, None)
         self._picture.skipped.pop(key, None)
         self.status.forget(key)
@@ -324,8 +353,9 @@ class ServicesController:
                     told = self._withdrawn_why.pop(key, None)
                     if self.events is not None and was_active and told is not None:
                         self.events.service_withdrawn(key.namespace, key.name, told[1], vips_before, told[0])
+                if self._dhcp is not None:  # no longer a DHCP Service of ours (deleted, or changed): released
+                    self._dhcp.forget(key)
                 continue
-            vips = frozenset(Vip(a, self._prefix(a), self._interface_for(a)) for a in intent.addresses)
             eligible = self._eligible(intent)
             if self._elections is not None:  # a candidate only while eligible; losing eligibility releases
                 if eligible:
@@ -335,25 +365,52 @@ class ServicesController:
                 active = eligible and self._elections.leading(key)
             else:
                 active = self._leading and eligible
+            addresses = intent.addresses
+            leased = self._leased(intent, active)
+            if leased is not None:
+                addresses = (leased, *addresses)
+            vips = frozenset(Vip(a, self._prefix(a), self._interface_for(a)) for a in addresses)
             if picture.claimed.get(key) != (vips, active):
                 before = picture.claimed.get(key)
                 picture.claimed[key] = (vips, active)
                 claims[owner_of(key)] = (vips, active)
-                if before is None or before[1] != active:
-                    log.info("service.serving" if active else "service.not_serving", service=str(key),
-                             vips=[str(v) for v in sorted(vips, key=str)], local=intent.local,
+                # served = active with an address (a DHCP Service held here has none until its lease)
+                shown, shown_before = active and bool(vips), before is not None and before[1] and bool(before[0])
+                if shown != shown_before:
+                    named = vips if shown or before is None else before[0]
+                    log.info("service.serving" if shown else "service.not_serving", service=str(key),
+                             vips=[str(v) for v in sorted(named, key=str)], local=intent.local,
                              mono=round(self._clock(), 6))
-                    self._tell(intent, vips, active, was_active=before is not None and before[1],
-                               eligible=eligible)
-            if active:
-                statuses[key] = _status_of(intent, self.node if self._write_vip_host else None)
+                    self._tell(intent, named, shown, was_active=shown_before, eligible=eligible,
+                               unleased=active and not vips)
+            if active and (intent.dhcp is None or leased is not None):  # a DHCP Service: once leased
+                statuses[key] = _status_of(intent, addresses, self.node if self._write_vip_host else None,
+                                           None if leased is None else str(leased))
         if claims:
             self.vips.claim_many(claims)
         for key, wanted in statuses.items():
             self.status.want(key, wanted)
 
+    def _leased(self, intent: ServiceIntent, active: bool) -> IPAddress | None:
+        """A DHCP Service's leased address: while held here, its client runs and this is what it holds now;
+        otherwise it is released and this is the address last leased here (claimed inactive, so a stray copy is
+        removed)."""
+        if self._dhcp is None:
+            return None
+        if intent.dhcp is None:  # (no longer) a DHCP Service: a client left from 0.0.0.0 is released
+            self._dhcp.forget(intent.key)
+            return None
+        if active:
+            return self._dhcp.want(intent.key, intent.dhcp, self._interface_for(_ANY_V4))
+        self._dhcp.unwant(intent.key)
+        return self._dhcp.last(intent.key)
+
+    @property
+    def dhcp(self) -> ServiceLeases | None:
+        return self._dhcp
+
     def _tell(self, intent: ServiceIntent, vips: frozenset[Vip], active: bool, *, was_active: bool,
-              eligible: bool) -> None:
+              eligible: bool, unleased: bool = False) -> None:
         """The Service's Event for a change of who serves it here (none for a Service never served here)."""
         if self.events is None:
             return
@@ -361,7 +418,9 @@ class ServicesController:
         if active:
             self.events.service_served(key.namespace, key.name, intent.uid, vips)
         elif was_active:
-            if not eligible:
+            if unleased:
+                why = "its DHCP lease ended (expired or taken back by the server)"
+            elif not eligible:
                 why = "no ready endpoint on this node" if intent.local else "no ready endpoint"
             elif self._elections is not None:
                 why = "this node no longer holds the Service's Lease"
@@ -374,11 +433,14 @@ class ServicesController:
         return {key: active for key, (_vips, active) in self._picture.claimed.items()}
 
 
-def _status_of(intent: ServiceIntent, vip_host: str | None) -> Wanted:
+def _status_of(intent: ServiceIntent, addresses: Iterable[IPAddress], vip_host: str | None,
+               requested_ip: str | None) -> Wanted:
     ports = [{"port": p.port, "protocol": p.protocol} for p in intent.ports]
-    ingress = tuple({"ip": str(a), "ipMode": "VIP", **({"ports": ports} if ports else {})}
-                    for a in intent.addresses)
-    return Wanted(ingress, vip_host)
+    ingress = tuple({"ip": str(a), "ipMode": "VIP", **({"ports": ports} if ports else {})} for a in addresses)
+    return Wanted(ingress, vip_host, requested_ip)
+
+
+_ANY_V4 = ipaddress.IPv4Address("0.0.0.0")  # the interface for a Service's leased IPv4 address
 
 
 def _apis(api: Any) -> tuple[Any, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generic.logfmt import get_logger
-from kubevip_metal.services.model import VIP_HOST, ServiceKey
+from kubevip_metal.services.model import REQUESTED_IP, VIP_HOST, ServiceKey
 
 log = get_logger("kubevip_metal.services.status")
 
@@ -35,6 +35,11 @@ Ingress = tuple[dict[str, Any], ...]
 class Wanted:
     ingress: Ingress
     vip_host: str | None  # None: leave the annotation as it is
+    requested_ip: str | None = None  # kube-vip.io/requestedIP (a DHCP-leased address); None: left as it is
+
+    def annotations(self) -> dict[str, str]:
+        wanted = {VIP_HOST: self.vip_host, REQUESTED_IP: self.requested_ip}
+        return {k: v for k, v in wanted.items() if v is not None}
 
 
 class StatusWriter:
@@ -60,10 +65,11 @@ class StatusWriter:
             self._cond.notify_all()
         self._thread.join(timeout)
 
-    def observed(self, key: ServiceKey, status_ingress: Sequence[Mapping[str, Any]], vip_host: str | None) -> None:
+    def observed(self, key: ServiceKey, status_ingress: Sequence[Mapping[str, Any]], vip_host: str | None,
+                 requested_ip: str | None = None) -> None:
         """What the Service shows now (from the informer), so a write it already reflects is not sent."""
         with self._cond:
-            self._written[key] = Wanted(tuple(dict(i) for i in status_ingress), vip_host)
+            self._written[key] = Wanted(tuple(dict(i) for i in status_ingress), vip_host, requested_ip)
 
     def want(self, key: ServiceKey, wanted: Wanted) -> None:
         with self._cond:
@@ -130,9 +136,9 @@ class StatusWriter:
                                                  {"status": {"loadBalancer": {"ingress": list(wanted.ingress)}}},
                                                  _request_timeout=WRITE_TIMEOUT)
             self.writes += 1
-            if wanted.vip_host is not None:
+            if wanted.annotations():
                 core.patch_namespaced_service(key.name, key.namespace,
-                                              {"metadata": {"annotations": {VIP_HOST: wanted.vip_host}}},
+                                              {"metadata": {"annotations": wanted.annotations()}},
                                               _request_timeout=WRITE_TIMEOUT)
                 self.writes += 1
         except ApiException as exc:
@@ -150,9 +156,10 @@ class StatusWriter:
             log.warning("service.status_failed", service=str(key), error=type(exc).__name__, retry=True)
             return False
         log.info("service.status_written", service=str(key), ingress=[i.get("ip") for i in wanted.ingress],
-                 vip_host=wanted.vip_host)
+                 vip_host=wanted.vip_host, requested_ip=wanted.requested_ip)
         return True
 
 
 def _satisfied(shown: Wanted, wanted: Wanted) -> bool:
-    return shown.ingress == wanted.ingress and (wanted.vip_host is None or shown.vip_host == wanted.vip_host)
+    return shown.ingress == wanted.ingress and (wanted.vip_host is None or shown.vip_host == wanted.vip_host) and \
+        (wanted.requested_ip is None or shown.requested_ip == wanted.requested_ip)
