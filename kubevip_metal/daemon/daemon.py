@@ -172,7 +172,8 @@ class Daemon:
         if interface is None:
             raise VipSetupError("--ddns: no --interface given and no IPv4 default route to pick one from")
         with self._step():
-            control_plane = self.control_plane = ControlPlane(self.config, self.vips, [], clock=self.deps.clock)
+            control_plane = self.control_plane = ControlPlane(self.config, self.vips, [], clock=self.deps.clock,
+                                                              events=self.events)
 
             def leased(ip: IPAddress | None) -> None:
                 control_plane.retarget([] if ip is None else [Vip(ip, vip.prefix_v4, interface)])
