@@ -87,8 +87,9 @@ _RECONCILER = textwrap.dedent("""
 
     while time.monotonic() < deadline and not done():
         time.sleep(0.05)
-    print(json.dumps({"healed": addresses.present(leader), "stray_gone": not addresses.present(follower),
-                      "repairs": vips.repairs - passes_before, "period": vips.period}))
+    with vips._lock:  # one netlink handle: never read it while a pass is using it
+        print(json.dumps({"healed": addresses.present(leader), "stray_gone": not addresses.present(follower),
+                          "repairs": vips.repairs - passes_before, "period": vips.period}))
     vips.stop()
     sys.exit(0)
 """)
