@@ -93,9 +93,16 @@ def _probe(lab: LabCluster, node: str, path: str) -> tuple[int, str]:
     return int(out[0] or 0), out[1] if len(out) > 1 else ""
 
 
-def test_real_managers_alive_while_waiting_ready_once_up() -> None:
+@pytest.mark.parametrize("tier", ["emulator", "kube-apiserver"])
+def test_real_managers_alive_while_waiting_ready_once_up(tier: str, request: pytest.FixtureRequest) -> None:
     require_rig()
-    with LabCluster(nodes=2, timers=(2.0, 1.5, 0.4), extra_args=["--healthCheckPort", str(PORT)]) as lab:
+    backend = None
+    if tier == "kube-apiserver":
+        from kubevip_testbed.peers.lab_backend import RealApiBackend
+
+        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    with LabCluster(nodes=2, timers=(2.0, 1.5, 0.4), extra_args=["--healthCheckPort", str(PORT)],
+                    api=backend) as lab:
         try:
             lab.api.set_fault("n1", outage="refuse")  # n1's API server does not answer yet
             for node in lab.nodes:

@@ -185,7 +185,8 @@ TRANSITIONS = ("kube_vip_leader_election_transitions_total", (("lease_name", "pl
 GARP = ("kube_vip_garp_sent_total", ())
 
 
-def test_rig_two_managers_scraped_during_a_failover() -> None:
+@pytest.mark.parametrize("tier", ["emulator", "kube-apiserver"])
+def test_rig_two_managers_scraped_during_a_failover(tier: str, request: pytest.FixtureRequest) -> None:
     from tests.rig_support import require_rig
 
     require_rig()
@@ -193,7 +194,12 @@ def test_rig_two_managers_scraped_during_a_failover() -> None:
     from kubevip_testbed.waiting import wait_for
     from tests.lab_support import settled
 
-    with LabCluster(nodes=2, timers=(2.0, 1.5, 0.4)) as lab:
+    backend = None
+    if tier == "kube-apiserver":
+        from kubevip_testbed.peers.lab_backend import RealApiBackend
+
+        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    with LabCluster(nodes=2, timers=(2.0, 1.5, 0.4), api=backend) as lab:
         for node in lab.nodes:  # each manager its own listen address (argv's last --prometheusHTTPServer wins)
             lab.extra_args = ["--prometheusHTTPServer", f"{lab.rig.ipv4(node)}:2112"]
             lab.start(node)
