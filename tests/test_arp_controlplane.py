@@ -124,6 +124,8 @@ def test_interface_flap_on_the_leader_keeps_the_vip_reachable(lab: LabCluster) -
 @BOTH_APIS
 def test_sigterm_leaves_no_address_and_an_empty_lease_holder(lab: LabCluster) -> None:
     settled(lab)
+    for node in lab.managers:  # a follower may still be starting (its handlers not installed yet) once one leads
+        wait_for(lambda: any(e["event"] == "daemon.started" for e in lab.events(node)), timeout=20)  # noqa: B023
     for node in list(lab.managers):
         started = time.monotonic()
         assert lab.terminate(node) == 0
