@@ -96,7 +96,7 @@ try:
     from generic.bgp.speaker import SpeakerSettings
     from generic.secret import Secret
     from kubevip_testbed import bird as bird_driver
-    from kubevip_testbed.bird import FibMonitor, Hops, Protocol
+    from kubevip_testbed.bird import FibMonitor, Hops, Protocol, same_since
     from kubevip_testbed.lab.api_backend import ApiBackend
     from kubevip_testbed.lab.cluster import LabCluster
     from kubevip_testbed.metal_routers import (
@@ -161,18 +161,6 @@ def since_mono(since: str) -> float | None:
     if moment > now + timedelta(minutes=1):  # just before midnight
         moment -= timedelta(days=1)
     return moment.timestamp() - WALL_MINUS_MONOTONIC
-
-
-SINCE_JITTER = 0.005  # BIRD prints `since` from its monotonic clock plus the wall clock's offset read at each
-# command, so the same state change reads a millisecond apart now and then; a flap moves it by far more
-
-
-def same_since(a: str, b: str) -> bool:
-    """Two `since` readings of one state change (equal within BIRD's display jitter)."""
-    if a == b:
-        return True
-    first, second = since_mono(a), since_mono(b)
-    return first is not None and second is not None and abs(first - second) <= SINCE_JITTER
 
 
 def ts_mono(entry: Mapping[str, Any]) -> float | None:

@@ -70,6 +70,35 @@ class Protocol:
     def established(self) -> bool:
         return self.state == "up" and self.info.startswith("Established")
 
+    def same_session(self, other: Protocol) -> bool:
+        """The same session in the same state: nothing changed between the two readings, not even a flap."""
+        return (self.name, self.proto, self.state, self.info) == (other.name, other.proto, other.state, other.info) \
+            and same_since(self.since, other.since)
+
+
+SINCE_JITTER = 0.005  # BIRD prints `since` from its monotonic clock plus the wall clock's offset read at each
+# command, so one state change reads a millisecond apart now and then (seen in CI); a flap moves it by far more
+
+
+def _seconds_of_day(since: str) -> float | None:
+    """BIRD's `since` (local time of day with milliseconds, `12:24:26.877`) in seconds after midnight."""
+    try:
+        hours, minutes, seconds = since.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
+def same_since(a: str, b: str) -> bool:
+    """Two `since` readings of one state change (equal within BIRD's display jitter, across midnight too)."""
+    if a == b:
+        return True
+    first, second = _seconds_of_day(a), _seconds_of_day(b)
+    if first is None or second is None:
+        return False
+    apart = abs(first - second) % 86400
+    return min(apart, 86400 - apart) <= SINCE_JITTER
+
 
 def _quote(text: str) -> str:
     """A BIRD string literal; BIRD has no escape for a double quote, so a value holding one is refused."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kubevip_testbed.bird import Bird, BirdPeer
+from kubevip_testbed.bird import Bird, BirdPeer, same_since
 from kubevip_testbed.lab.cluster import LabCluster
 
 NODE_AS = 65001  # the nodes' AS in the rig (Metal's customer_as)
@@ -93,6 +93,11 @@ class Routers:
 def sessions(routers: Routers, lab: LabCluster, peers: Sequence[MetalPeer]) -> dict[str, str]:
     """Each session's BIRD timestamp of its last state change (a session that flapped has a new one)."""
     return {protocol(n, p): routers.of(p).protocol(protocol(n, p)).since for n in lab.nodes for p in peers}
+
+
+def flapped(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """The sessions of `before` whose last state change is not the same one in `after` (BIRD's jitter allowed)."""
+    return sorted(name for name, since in before.items() if not same_since(since, after.get(name, "")))
 
 
 def all_established(routers: Routers, lab: LabCluster, peers: Sequence[MetalPeer], timeout: float = 20) -> None:
