@@ -1,3 +1,3 @@
-from kubevip_metal.cli import main
+from kubevip_metal.entrypoint import main
 
 raise SystemExit(main())

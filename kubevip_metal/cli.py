@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -190,7 +191,8 @@ def _kubevip_settings(flags: dict[str, str], command: Command) -> list[str]:
     return [f.message for f in findings]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:
+    """`stop`: set by SIGTERM/SIGINT from the process's first moment (kubevip_metal/entrypoint.py)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         from kubevip_metal.kubevip_compat import split_flags
@@ -224,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from kubevip_metal.manager import run
 
-    return run(config)
+    return run(config, stop or threading.Event())
 
 
 if __name__ == "__main__":

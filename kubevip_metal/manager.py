@@ -49,6 +49,9 @@ def run(config: Config, stop: threading.Event | None = None, deps: Dependencies 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGUSR1, on_usr1)
+    if stop.is_set():  # a stop signal while starting up (cli.catch_stop_signals): nothing is held yet
+        log.info("manager.stopped", before="start")
+        return 0
     for warning in config.warnings:
         log.warning("config.warning", message=warning)
     log.info("manager.starting", version=__version__, node=config.node_name, mode=config.mode,

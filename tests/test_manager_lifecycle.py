@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,28 @@ def test_deprecated_vip_logs_a_warning() -> None:
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=5)
     assert any("level=warning" in line and "deprecated" in line for line in lines)
+
+
+def _catches(pid: int, signum: signal.Signals) -> bool:
+    """Whether the process has a handler for `signum` now (SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_a_stop_signal_during_start_up_is_a_clean_exit_too() -> None:
+    # the kubelet may stop a manager that is still importing; sent the moment SIGTERM is caught at all (the
+    # console script's first step, long before the manager's own handlers), it must still mean exit 0
+    process = _start(["--controlplane", "--arp", "--address", "192.0.2.10"])
+    deadline = time.monotonic() + 10
+    while not _catches(process.pid, signal.SIGTERM):
+        assert time.monotonic() < deadline and process.poll() is None, "SIGTERM is never caught"
+        time.sleep(0.001)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=5)
+    assert process.stderr is not None
+    logged = process.stderr.read()
+    assert process.returncode == 0, logged
+    assert "manager.stopped" in logged and "Traceback" not in logged
+    assert "before=start" in logged  # it ended before doing anything: nothing to release
