@@ -72,6 +72,8 @@ def test_a_term_claims_the_leased_address_and_releases_it(fake: type[FakeClient]
     bound = next(e for e in _events(caplog) if e["event"] == "ddns.bound")
     assert bound["address"] == IP and bound["lease_time"] == 120
     assert any(e["event"] == "ddns.released" for e in _events(caplog))
+    # its private loop and claim worker are gone with it: nothing keeps running after stop
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("ddns-dhcp")], timeout=2)
 
 
 def test_renewal_keeps_expiry_and_nak_withdraw_a_new_lease_claims_again(fake: type[FakeClient],

@@ -81,7 +81,7 @@ class DhcpLoop:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.claims = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-claim")
+        self.claims = self._new_claims()
 
     def ensure(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -98,15 +98,19 @@ class DhcpLoop:
             loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(0.5)
-        self.claims.shutdown(wait=False)
+        claims, self.claims = self.claims, self._new_claims()  # idle until used: a later ensure() can run again
+        claims.shutdown(wait=False)
+
+    def _new_claims(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self._name}-claim")
 
 
 class DdnsClient:
     """One DHCP client per leadership term on `interface`; `leased` is told the address to claim.
 
     `client_id`: the DHCP client identifier (default: the host name). `shared`: a DhcpLoop this client runs on
-    (and does not stop); without one it makes its own. `no_lease`: told the seconds waited each time
-    `ddns.no_lease` is logged (the Services' Event)."""
+    (and does not stop); without one it has a private one (named ddns-dhcp), which `stop` ends. `no_lease`: told
+    the seconds waited each time `ddns.no_lease` is logged (the Services' Event)."""
 
     def __init__(self, interface: str, fqdn: str, leased: Leased, *, factory: ClientFactory = AsyncDHCPClient,
                  report_after: float = REPORT_AFTER, clock: Callable[[], float] = time.monotonic,
@@ -115,7 +119,9 @@ class DdnsClient:
         self.interface, self.fqdn, self.host = interface, fqdn, host_name(fqdn)
         self.client_id = client_id or self.host
         self._leased, self._factory, self._report_after, self._clock = leased, factory, report_after, clock
-        self._shared, self._no_lease, self._fields = shared, no_lease, log_fields or {}
+        self._owns_loop = shared is None
+        self._dhcp = shared if shared is not None else DhcpLoop("ddns-dhcp")
+        self._no_lease, self._fields = no_lease, log_fields or {}
         self.address: IPAddress | None = None  # the address currently leased (and claimed), None between leases
         self.state = "off"  # the DHCP client's state name while a term runs
         self.leases = 0  # leases granted (BOUND), renewals and rebinds excluded
@@ -124,13 +130,10 @@ class DdnsClient:
         self.hint: IPAddress | None = None  # the name's last answer (followed on every node): asked for first
         self.last: IPAddress | None = None  # the last address leased here
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._term: Future[None] | None = None
         self._end: asyncio.Event | None = None
         self._releasing = False
         self._lock = threading.Lock()
-        self._claims = shared.claims if shared is not None else \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddns-claim")
 
     # -- called from the election's thread
 
@@ -147,7 +150,7 @@ class DdnsClient:
         with self._lock:
             if self._term is not None and not self._term.done():
                 return
-            loop = self._ensure_loop()
+            loop = self._loop = self._dhcp.ensure()
             self._releasing = False
             self._term = asyncio.run_coroutine_threadsafe(self._run_term(), loop)
 
@@ -177,25 +180,10 @@ class DdnsClient:
     def stop(self, timeout: float = RELEASE_WAIT) -> None:
         """End the term (release) and the loop's thread (not a shared loop's)."""
         self.end_term(timeout)
-        if self._shared is not None:
-            return
-        with self._lock:
-            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(0.5)
-        self._claims.shutdown(wait=False)
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._shared is not None:
-            self._loop = self._shared.ensure()
-            return self._loop
-        if self._loop is None:
-            loop = self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=loop.run_forever, name="ddns-dhcp", daemon=True)
-            self._thread.start()
-        return self._loop
+        if self._owns_loop:
+            with self._lock:
+                self._loop = None
+            self._dhcp.stop()
 
     # -- on the DHCP thread
 
@@ -257,7 +245,7 @@ class DdnsClient:
             self.address = address
             if address is not None:
                 self.last = address
-            await asyncio.get_running_loop().run_in_executor(self._claims, self._leased, address)
+            await asyncio.get_running_loop().run_in_executor(self._dhcp.claims, self._leased, address)
 
     async def _bound(self, lease: Lease) -> None:
         self.leases += 1
