@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kubevip_testbed.lab.api_backend import ApiBackend
 from kubevip_testbed.peers import apiserver
 from kubevip_testbed.peers.apiserver import RealApiServer
 from kubevip_testbed.peers.objects import apply, rendered
@@ -40,3 +41,14 @@ def real_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealApiServer
                        for ns in ("default", "kube-system")])
         apply(server, rendered("rbac"))
         yield server
+
+
+def tier_backend(request: pytest.FixtureRequest, tier: str | None = None) -> ApiBackend | None:
+    """The API a rig lab runs on for `tier` (default: the test's parameter, else "emulator"): None means the
+    emulator (LabCluster's own); "kube-apiserver" is the session's real API server, where each manager
+    authenticates with its own token of the `kube-vip` ServiceAccount (the rendered RBAC)."""
+    if (tier or getattr(request, "param", "emulator")) != "kube-apiserver":
+        return None
+    from kubevip_testbed.peers.lab_backend import RealApiBackend
+
+    return RealApiBackend(request.getfixturevalue("real_api"))

@@ -10,16 +10,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from generic.logfmt import JsonFormatter
 from generic.secret import Secret
 from kubevip_metal.errors import NotReady
 from kubevip_metal.peering.annotation_source import AnnotationSource
 from kubevip_metal.peering.settings import Discovered
-from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator
+from kubevip_testbed.emulators.kubeapi import KubeApiEmulator
 from kubevip_testbed.nodes import replace_node_annotations
 from kubevip_testbed.waiting import wait_for
+from tests.kubeapi_support import EmulatedApi
 
 P = "metal.equinix.com"
 
@@ -36,24 +36,8 @@ def ccm(password: str, peers: tuple[str, ...] = ("169.254.255.1", "169.254.255.2
 @pytest.fixture
 def emulator() -> Iterator[tuple[KubeApiEmulator, Any, Any]]:
     """The emulator, the daemon's client (identity n1) and an admin client for the test's own writes."""
-    kube = KubeApiEmulator({"tok-n1": "n1", "tok-admin": "admin"})
-    thread = EmulatorThread(kube)
-    thread.start()
-
-    def api(token: str) -> Any:
-        configuration = client.Configuration()
-        configuration.host = thread.urls[0]
-        configuration.api_key = {"authorization": f"Bearer {token}"}
-        configuration.retries = False
-        return client.ApiClient(configuration)
-
-    daemon, admin = api("tok-n1"), api("tok-admin")
-    try:
-        yield kube, daemon, admin
-    finally:
-        daemon.close()
-        admin.close()
-        thread.stop()
+    with EmulatedApi(["n1", "admin"]) as api:
+        yield api.kube, api.client("n1"), api.client("admin")
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> str:

@@ -13,6 +13,7 @@ import pytest
 from kubevip_testbed.lab.cluster import LabCluster
 from kubevip_testbed.waiting import wait_for
 from tests.lab_support import Sampler, settled
+from tests.realapi_support import tier_backend
 from tests.rig_support import require_rig
 
 TIMERS = (2.0, 1.5, 0.4)
@@ -24,11 +25,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabCluster]:
     """Three managers on the emulator; `@BOTH_APIS` runs a test again on the real kube-apiserver, where each
     manager authenticates with its own token of the `kube-vip` ServiceAccount (the rendered RBAC)."""
     require_rig()
-    backend = None
-    if getattr(request, "param", "emulator") == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request)
     with LabCluster(timers=TIMERS, api=backend) as cluster:
         for node in cluster.nodes:
             cluster.start(node)

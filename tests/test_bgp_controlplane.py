@@ -14,6 +14,7 @@ from kubevip_testbed import bird as bird_driver
 from kubevip_testbed.bird import Bird, BirdPeer
 from kubevip_testbed.lab.cluster import LabCluster
 from kubevip_testbed.waiting import wait_for
+from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 
 TIMERS = (2.0, 1.5, 0.4)
@@ -39,11 +40,7 @@ def ecmp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Bird]
 def _bgp_cluster(request: pytest.FixtureRequest, election: list[str]) -> Iterator[tuple[LabCluster, Bird]]:
     require_rig()
     require("BIRD 2", bird_driver.missing())
-    backend = None
-    if request.param == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request)
     cluster = LabCluster(vip=VIP, timers=TIMERS, api=backend)
     router = cluster.rig.ipv4("router")  # the topology is known before the rig is built
     cluster.mode_args = ["--bgp", *election, "--bgppeers", f"{router}:{ROUTER_AS}", "--localAS", str(NODE_AS),

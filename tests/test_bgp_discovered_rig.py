@@ -40,6 +40,7 @@ from kubevip_testbed.metal_routers import (
 )
 from kubevip_testbed.nodes import replace_node_annotations
 from kubevip_testbed.waiting import wait_for
+from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 
 TIMERS = (2.0, 1.5, 0.4)
@@ -72,11 +73,7 @@ def _no_secret_in_logs(lab: LabCluster, secrets: Sequence[str]) -> None:
 def annotated_lab(request: pytest.FixtureRequest) -> Iterator[LabCluster]:
     require_rig()
     require("BIRD 2", bird_driver.missing())
-    backend = None
-    if request.param == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request)
     cluster = LabCluster(vip=VIP, timers=TIMERS, api=backend,
                          mode_args=["--bgp", "--leaderElection", "--annotations", PREFIX, "--bgpHoldTimer", "9"])
     with cluster as lab:

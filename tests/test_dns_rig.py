@@ -13,6 +13,7 @@ import pytest
 from kubevip_testbed.dns import DnsLab, dnsmasq_missing
 from kubevip_testbed.waiting import wait_for
 from tests.lab_support import settled as lab_settled
+from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 
 TIMERS = (2.0, 1.5, 0.4)
@@ -46,11 +47,7 @@ def _moved(lab: DnsLab, node: str) -> bool:
 def lab(request: pytest.FixtureRequest) -> Iterator[DnsLab]:
     require_rig()
     require("dnsmasq", dnsmasq_missing())
-    backend = None
-    if getattr(request, "param", "emulator") == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request)
     with DnsLab(timers=TIMERS, api=backend, extra_args=["--dnsInterval", str(INTERVAL)]) as cluster:
         for node in cluster.nodes:
             cluster.start(node)

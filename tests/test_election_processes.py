@@ -17,6 +17,7 @@ from kubevip_testbed.election import Candidate, leaders, ours, overlaps
 from kubevip_testbed.lab.api_backend import ApiBackend, EmulatorBackend
 from kubevip_testbed.waiting import wait_for
 from tests.election_support import official
+from tests.realapi_support import tier_backend
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 BOTH_APIS = pytest.mark.parametrize("api", ["emulator", "kube-apiserver"], indirect=True)
@@ -25,11 +26,7 @@ BOTH_APIS = pytest.mark.parametrize("api", ["emulator", "kube-apiserver"], indir
 @pytest.fixture
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ApiBackend, dict[str, Path]]]:
     """The API backend (faults per candidate) and one kubeconfig per candidate, on loopback."""
-    backend: ApiBackend = EmulatorBackend()
-    if getattr(request, "param", "emulator") == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend: ApiBackend = tier_backend(request) or EmulatorBackend()
     url = backend.start(NODES, socket.create_server(("127.0.0.1", 0)))
     try:
         configs = {n: tmp_path / f"{n}.kubeconfig" for n in NODES}

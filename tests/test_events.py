@@ -19,9 +19,10 @@ from kubevip_metal.config import build_config
 from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.events import EventRecorder, ObjectRef
-from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator
+from kubevip_testbed.emulators.kubeapi import KubeApiEmulator
 from kubevip_testbed.waiting import wait_for
 from tests.fakes import FakeAddresses
+from tests.kubeapi_support import EmulatedApi
 
 LEASE = ObjectRef.lease("kube-system", "plndr-cp-lock", "uid-1")
 
@@ -37,24 +38,8 @@ class Clock:
 @pytest.fixture
 def kube() -> Iterator[tuple[KubeApiEmulator, Any, Any]]:
     """The emulator, the daemon's client (identity n1) and the test's admin CoreV1Api."""
-    emulator = KubeApiEmulator({"tok-n1": "n1", "tok-admin": "admin"})
-    thread = EmulatorThread(emulator)
-    thread.start()
-
-    def api(token: str) -> Any:
-        configuration = client.Configuration()
-        configuration.host = thread.urls[0]
-        configuration.api_key = {"authorization": f"Bearer {token}"}
-        configuration.retries = False
-        return client.ApiClient(configuration)
-
-    daemon, admin = api("tok-n1"), api("tok-admin")
-    try:
-        yield emulator, daemon, client.CoreV1Api(admin)
-    finally:
-        daemon.close()
-        admin.close()
-        thread.stop()
+    with EmulatedApi(["n1", "admin"]) as api:
+        yield api.kube, api.client("n1"), client.CoreV1Api(api.client("admin"))
 
 
 def events(core: Any, namespace: str = "kube-system") -> list[Any]:

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from kubevip_testbed.lab.cluster import LabCluster
 from kubevip_testbed.waiting import wait_for
+from tests.realapi_support import tier_backend
 from tests.rig_support import require_rig
 
 TIMERS = (2.0, 1.5, 0.4)
@@ -74,11 +75,7 @@ class Events:
 @pytest.fixture(params=["emulator", "kube-apiserver"])
 def lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Events]]:
     require_rig()
-    backend = None
-    if request.param == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request)
     with LabCluster(vip=VIP, timers=TIMERS, api=backend, extra_args=["--services"]) as cluster:
         events = Events(cluster)
         try:
@@ -161,11 +158,7 @@ def bgp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Any, E
 
     require_rig()
     require("BIRD 2", bird_driver.missing())
-    backend = None
-    if request.param == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request)
     cluster = LabCluster(vip=BGP_VIP, timers=TIMERS, api=backend)
     router = cluster.rig.ipv4("router")
     cluster.mode_args = ["--bgp", "--bgppeers", f"{router}:{ROUTER_AS}", "--localAS", str(NODE_AS),

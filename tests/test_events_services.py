@@ -41,7 +41,7 @@ def world() -> Iterator[tuple[Cluster, ListRecorder, FakeAddresses]]:
     recorded = ListRecorder()
     addresses = FakeAddresses(("eth0", "lo"))
     vips = VipController(addresses, [])
-    controller = ServicesController(vips, cluster.api("tok-n1"), "n1", RULES, interface_for=lambda _a: "lo",
+    controller = ServicesController(vips, cluster.api("n1"), "n1", RULES, interface_for=lambda _a: "lo",
                                     lock=None, timers=TIMERS, write_vip_host=False, prefix=lambda _a: 32,
                                     events=DaemonEvents(build_config(given, command), recorded))
     controller.start()

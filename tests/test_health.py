@@ -21,6 +21,7 @@ from generic.bgp.speaker import SessionPhase, SessionState
 from kubevip_metal.health import HealthServer, liveness, readiness
 from kubevip_testbed.lab.cluster import LabCluster
 from kubevip_testbed.waiting import wait_for
+from tests.realapi_support import tier_backend
 from tests.rig_support import require_rig
 
 PORT = 10257
@@ -96,11 +97,7 @@ def _probe(lab: LabCluster, node: str, path: str) -> tuple[int, str]:
 @pytest.mark.parametrize("tier", ["emulator", "kube-apiserver"])
 def test_real_managers_alive_while_waiting_ready_once_up(tier: str, request: pytest.FixtureRequest) -> None:
     require_rig()
-    backend = None
-    if tier == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request, tier)
     with LabCluster(nodes=2, timers=(2.0, 1.5, 0.4), extra_args=["--healthCheckPort", str(PORT)],
                     api=backend) as lab:
         try:

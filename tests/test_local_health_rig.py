@@ -24,6 +24,7 @@ from kubevip_testbed.lab.cluster import API_PORT, LabCluster
 from kubevip_testbed.lab.local_api import PORT, LocalApi
 from kubevip_testbed.waiting import wait_for
 from tests.lab_support import Sampler, settled
+from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 from tests.test_bgp_controlplane import NODE_AS, ROUTER_AS, VIP, _next_hops
 
@@ -43,13 +44,10 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """Three managers checking their own local API endpoint: plain HTTP to the emulator, or HTTPS verified with the
     test CA (the name `kubernetes`, as for a kubeadm API server on 127.0.0.1) through the real API's fault proxy."""
     require_rig()
-    backend = None
+    backend = tier_backend(request)
     address = ["--controlPlaneHealthCheckAddress", f"http://127.0.0.1:{PORT}/readyz"]
-    if getattr(request, "param", "emulator") == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
+    if backend is not None:
         real = request.getfixturevalue("real_api")
-        backend = RealApiBackend(real)
         address = ["--controlPlaneHealthCheckAddress", f"https://127.0.0.1:{PORT}",
                    "--controlPlaneHealthCheckCAPath", str(real.pki.ca_cert)]
     with LabCluster(timers=TIMERS, api=backend, extra_args=address + CHECK) as cluster:

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from kubevip_testbed.lab.api_backend import ApiBackend
 from kubevip_testbed.lab.cluster import METAL_TOKEN, LabCluster
 from kubevip_testbed.waiting import wait_for
+from tests.realapi_support import tier_backend
 from tests.rig_support import require_rig
 
 
 @pytest.mark.parametrize("api", ["emulator", "kube-apiserver"])
 def test_elastic_ip_follows_the_leader(api: str, request: pytest.FixtureRequest) -> None:
     require_rig()
-    backend: ApiBackend | None = None
-    if api == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request, api)
     with LabCluster(timers=(2, 1.5, 0.4), metal=True, api=backend) as lab:
         for node in lab.nodes:
             lab.start(node)

@@ -193,12 +193,9 @@ def test_rig_two_managers_scraped_during_a_failover(tier: str, request: pytest.F
     from kubevip_testbed.lab.cluster import LabCluster
     from kubevip_testbed.waiting import wait_for
     from tests.lab_support import settled
+    from tests.realapi_support import tier_backend
 
-    backend = None
-    if tier == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        backend = RealApiBackend(request.getfixturevalue("real_api"))
+    backend = tier_backend(request, tier)
     with LabCluster(nodes=2, timers=(2.0, 1.5, 0.4), api=backend) as lab:
         for node in lab.nodes:  # each manager its own listen address (argv's last --prometheusHTTPServer wins)
             lab.extra_args = ["--prometheusHTTPServer", f"{lab.rig.ipv4(node)}:2112"]

@@ -16,8 +16,8 @@ from kubernetes import client
 from generic.election.elector import Timers
 from kubevip_metal.services.elections import ServiceElections
 from kubevip_metal.services.model import ServiceKey
-from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator
 from kubevip_testbed.waiting import wait_for
+from tests.kubeapi_support import EmulatedApi
 
 TIMERS = Timers(3.0, 2.0, 0.6)
 NODES = ("n1", "n2", "n3")
@@ -26,20 +26,8 @@ KEYS = [ServiceKey("default", f"s{i}") for i in range(90)]
 
 @pytest.fixture
 def apis() -> Iterator[dict[str, Any]]:
-    kube = KubeApiEmulator({f"tok-{n}": n for n in (*NODES, "admin")})
-    thread = EmulatorThread(kube)
-    thread.start()
-    made: dict[str, Any] = {}
-    for name in (*NODES, "admin"):
-        configuration = client.Configuration()
-        configuration.host = thread.urls[0]
-        configuration.api_key = {"authorization": f"Bearer tok-{name}"}
-        configuration.retries = False
-        made[name] = client.ApiClient(configuration)
-    yield made
-    for api in made.values():
-        api.close()
-    thread.stop()
+    with EmulatedApi((*NODES, "admin")) as api:
+        yield {name: api.client(name) for name in (*NODES, "admin")}
 
 
 def _holder(coordination: Any, key: ServiceKey) -> str:

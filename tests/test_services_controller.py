@@ -17,9 +17,9 @@ from generic.election.elector import Timers
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.services.controller import ServicesController
 from kubevip_metal.services.model import ClassRules, ServiceKey
-from kubevip_testbed.emulators.kubeapi import EmulatorThread, KubeApiEmulator
 from kubevip_testbed.waiting import wait_for
 from tests.fakes import FakeAddresses, RecordingAnnouncer
+from tests.kubeapi_support import EmulatedApi
 from tests.memory_lock import MemoryStore
 
 RULES = ClassRules("kube-vip.io/kube-vip-class", only=False, legacy=True)
@@ -28,23 +28,15 @@ TIMERS = Timers(1.0, 0.6, 0.2)
 
 class Cluster:
     def __init__(self) -> None:
-        self.kube = KubeApiEmulator({"tok-n1": "n1", "tok-n2": "n2", "tok-admin": "admin"})
-        self.thread = EmulatorThread(self.kube)
-        self.thread.start()
-        self.clients: list[Any] = []
-        self.admin = self.api("tok-admin")
+        self.emulated = EmulatedApi(["n1", "n2", "admin"])
+        self.kube = self.emulated.kube
+        self.admin = self.api("admin")
         # typed in the client, but every model field is Optional: tests use them as Any
         self.core: Any = client.CoreV1Api(self.admin)
         self.discovery: Any = client.DiscoveryV1Api(self.admin)
 
-    def api(self, token: str) -> Any:
-        configuration = client.Configuration()
-        configuration.host = self.thread.urls[0]
-        configuration.api_key = {"authorization": f"Bearer {token}"}
-        configuration.retries = False
-        api = client.ApiClient(configuration)
-        self.clients.append(api)
-        return api
+    def api(self, identity: str) -> Any:
+        return self.emulated.client(identity)
 
     def service(self, name: str, ips: str | None = None, *, local: bool = False, namespace: str = "default",
                 spec_ip: str | None = None, klass: str | None = None, status_ip: str | None = None) -> None:
@@ -82,9 +74,7 @@ class Cluster:
         return [str(i.ip) for i in ingress or []]
 
     def stop(self) -> None:
-        for api in self.clients:
-            api.close()
-        self.thread.stop()
+        self.emulated.close()
 
 
 @pytest.fixture
@@ -99,7 +89,7 @@ class Node:
         self.addresses = FakeAddresses(("eth0", "lo"))
         self.announcer = RecordingAnnouncer()
         self.vips = VipController(self.addresses, [self.announcer])
-        self.controller = ServicesController(self.vips, cluster.api(f"tok-{name}"), name, RULES,
+        self.controller = ServicesController(self.vips, cluster.api(name), name, RULES,
                                              interface_for=lambda _a: "eth0", lock=lock, timers=TIMERS,
                                              write_vip_host=lock is not None or per_service,
                                              prefix=lambda a: 32 if a.version == 4 else 128,

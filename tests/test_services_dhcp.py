@@ -76,7 +76,7 @@ class Node:
     def __init__(self, cluster: Cluster, name: str, lock: Any, events: Any = None, report_after: float = 60) -> None:
         self.addresses = FakeAddresses(("eth0", "lo"))
         self.vips = VipController(self.addresses, [RecordingAnnouncer()])
-        self.controller = ServicesController(self.vips, cluster.api(f"tok-{name}"), name, RULES,
+        self.controller = ServicesController(self.vips, cluster.api(name), name, RULES,
                                              interface_for=lambda _a: "eth0", lock=lock, timers=TIMERS,
                                              write_vip_host=True, prefix=lambda a: 32, events=events,
                                              dhcp_client=FakeServer, dhcp_report_after=report_after)
@@ -226,7 +226,7 @@ def test_bgp_without_one_holder_skips_dhcp_services(cluster: Cluster) -> None:
     addresses = FakeAddresses(("eth0", "lo"))
     vips = VipController(addresses, [RecordingAnnouncer()])
     events: Any = Recorded()
-    controller = ServicesController(vips, cluster.api("tok-n1"), "n1", RULES, interface_for=lambda _a: "lo",
+    controller = ServicesController(vips, cluster.api("n1"), "n1", RULES, interface_for=lambda _a: "lo",
                                     lock=None, timers=TIMERS, write_vip_host=False, prefix=lambda a: 32,
                                     events=events, dhcp_client=FakeServer)
     controller.start()

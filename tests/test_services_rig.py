@@ -19,6 +19,7 @@ from kubevip_testbed import bird as bird_driver
 from kubevip_testbed.bird import Bird, BirdPeer
 from kubevip_testbed.lab.cluster import LabCluster
 from kubevip_testbed.waiting import wait_for
+from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 
 TIMERS = (2.0, 1.5, 0.4)
@@ -73,18 +74,10 @@ class Api:
         self.client.close()
 
 
-def _backend(request: pytest.FixtureRequest) -> Any:
-    if request.param == "kube-apiserver":
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-
-        return RealApiBackend(request.getfixturevalue("real_api"))
-    return None
-
-
 @pytest.fixture(params=["emulator", "kube-apiserver"])
 def arp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Api]]:
     require_rig()
-    cluster = LabCluster(vip="198.51.100.10", timers=TIMERS, api=_backend(request),
+    cluster = LabCluster(vip="198.51.100.10", timers=TIMERS, api=tier_backend(request),
                          extra_args=["--services"])
     with cluster as lab:
         api = Api(lab)
@@ -144,7 +137,7 @@ def _vip_host(api: Api, name: str) -> str | None:
 def bgp_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Bird, Api]]:
     require_rig()
     require("BIRD 2", bird_driver.missing())
-    cluster = LabCluster(vip="203.0.113.10", timers=TIMERS, api=_backend(request))
+    cluster = LabCluster(vip="203.0.113.10", timers=TIMERS, api=tier_backend(request))
     router = cluster.rig.ipv4("router")
     cluster.mode_args = ["--bgp", "--leaderElection", "--services", "--bgppeers", f"{router}:{ROUTER_AS}",
                          "--localAS", str(NODE_AS), "--bgpHoldTimer", "9"]
@@ -192,7 +185,7 @@ def test_bgp_every_serving_node_advertises_local_only_the_endpoints_node_delete_
 @pytest.fixture(params=["emulator", "kube-apiserver"])
 def per_service_lab(request: pytest.FixtureRequest) -> Iterator[tuple[LabCluster, Api]]:
     require_rig()
-    cluster = LabCluster(vip="198.51.100.10", timers=TIMERS, api=_backend(request),
+    cluster = LabCluster(vip="198.51.100.10", timers=TIMERS, api=tier_backend(request),
                          extra_args=["--services", "--servicesElection"])
     with cluster as lab:
         api = Api(lab)
