@@ -473,6 +473,9 @@ def _vip(r: _Reader, control_plane: bool, warnings: list[str]) -> VipConfig:
         raise r.error(address_name, "--ddns needs --address to be a DNS name (the FQDN to register)")
     if r.given("dnsInterval") is not None and dns_name is None:
         raise r.error("dnsInterval", "is for a DNS name in --address (the interval between its lookups); remove it")
+    dns_mode = r.need("dnsMode", lambda t: DnsMode(parsers.parse_choice(t, ("first", "ipv4", "ipv6", "dual"))))
+    if dns_name is None and dns_mode is not DnsMode.FIRST:  # kube-vip ignores it silently; say so, do not refuse
+        warnings.append(f"--dnsMode / dns_mode {dns_mode.value} has no effect: --address is not a DNS name")
     service_interface = r.get("serviceInterface", lambda t: t if t == "auto" else parsers.parse_interface(t))
     return VipConfig(
         address=address,
@@ -485,7 +488,7 @@ def _vip(r: _Reader, control_plane: bool, warnings: list[str]) -> VipConfig:
         port=r.need("port", parsers.parse_port),
         arp_rate_ms=r.need("arpRate", lambda t: parsers.parse_int(t, 500, 60000, "milliseconds")),
         ddns=ddns,
-        dns_mode=r.need("dnsMode", lambda t: DnsMode(parsers.parse_choice(t, ("first", "ipv4", "ipv6", "dual")))),
+        dns_mode=dns_mode,
         dns_interval=r.need("dnsInterval", _dns_interval),
     )
 

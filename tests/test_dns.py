@@ -321,6 +321,14 @@ def test_dns_interval_is_validated_and_defaults_to_kube_vips_three_seconds() -> 
         _build("--controlplane", "--arp", "--address", "192.0.2.10", "--dnsInterval", "5")
 
 
+def test_dns_mode_for_an_ip_address_is_said_to_have_no_effect() -> None:
+    # kube-vip ignores it silently; a manifest carried over from kube-vip still starts, with a warning
+    warned = _build("--controlplane", "--arp", "--address", "192.0.2.10", "--dnsMode", "ipv6").warnings
+    assert "--dnsMode / dns_mode ipv6 has no effect: --address is not a DNS name" in warned
+    assert not _build("--controlplane", "--arp", "--address", "192.0.2.10", "--dnsMode", "first").warnings
+    assert not _build("--controlplane", "--arp", "--address", NAME, "--dnsMode", "ipv6").warnings
+
+
 def test_a_name_in_the_elastic_ip_mode_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match=r"--address \"vip.kube.test\".*Elastic IP mode needs an IP address"):
         _build("--controlplane", "--metal", "--address", NAME, "--metalKey", "x", "--metalProjectID",
