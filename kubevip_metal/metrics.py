@@ -38,7 +38,7 @@ def _leases(daemon: Any) -> Iterator[tuple[str, Any]]:
     if control_plane is not None and control_plane.elector is not None:
         yield config.election.lease_name, control_plane.elector
     services = daemon.services
-    elector = getattr(services, "_elector", None) if services is not None else None
+    elector = services.elector if services is not None else None
     if elector is not None:
         yield config.election.services_lease_name, elector
 
@@ -136,7 +136,7 @@ class DaemonCollector:
                                     "the control-plane Lease to a healthy node", value=1 if elector.offering else 0)
 
     def _services(self, services: Any, node: str) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         try:
             serving = dict(services.serving())
@@ -150,10 +150,23 @@ class DaemonCollector:
         for namespace, n in sorted(per_namespace.items()):
             active.add_metric([namespace], n)
         yield active
-        elections = getattr(services, "_elections", None)
+        elections = services.elections
         if elections is not None:
             yield GaugeMetricFamily("kube_vip_service_leases_held", "Per-Service Leases (--servicesElection) "
                                     "this node holds", value=int(elections.leading_count()))
+        leases = services.dhcp
+        if leases is not None:  # a Service with address 0.0.0.0 was seen
+            dhcp = leases.counts()
+            yield GaugeMetricFamily("kube_vip_service_dhcp_leases_bound", "Services (address 0.0.0.0) whose DHCP "
+                                    "lease this node holds", value=dhcp.bound)
+            yield GaugeMetricFamily("kube_vip_service_dhcp_waiting", "Services (address 0.0.0.0) held here still "
+                                    "without a DHCP lease (no server answered yet)", value=dhcp.waiting)
+            yield CounterMetricFamily("kube_vip_service_dhcp_leases", "Service DHCP leases granted here (BOUND)",
+                                      value=dhcp.leases)
+            yield CounterMetricFamily("kube_vip_service_dhcp_renewals", "Service DHCP leases renewed (T1) or "
+                                      "rebound (T2) here", value=dhcp.renewals)
+            yield CounterMetricFamily("kube_vip_service_dhcp_expiries", "Service DHCP leases that ended without a "
+                                      "renewal (the VIP withdrawn)", value=dhcp.expiries)
 
     def _events(self, daemon: Any) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily

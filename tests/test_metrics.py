@@ -22,6 +22,7 @@ from generic.logfmt import JsonFormatter
 from kubevip_metal import __version__
 from kubevip_metal.metal import retry
 from kubevip_metal.metrics import DaemonCollector, serve
+from kubevip_metal.services.dhcp import LeaseCounts
 from kubevip_metal.services.model import ServiceKey
 
 
@@ -63,7 +64,8 @@ def test_leadership_transitions_and_renew_latency_per_lease() -> None:
         cp.renew_latency.observe(seconds)
     svcs = FakeElector(is_leader=False, changes=2)
     daemon = _daemon(control_plane=SimpleNamespace(elector=cp),
-                     services=SimpleNamespace(_elector=svcs, serving=dict))
+                     services=SimpleNamespace(elector=svcs, serving=dict, elections=None,
+                                              dhcp=None))
     got = _samples(daemon)
     assert got[("kube_vip_is_leader", (("lease_name", "plndr-cp-lock"), ("node", "n1")))] == 1
     assert got[("kube_vip_is_leader", (("lease_name", "plndr-svcs-lock"), ("node", "n1")))] == 0
@@ -116,11 +118,22 @@ def test_ddns_lease_state() -> None:
 
 def test_services_served_per_namespace_and_per_service_leases() -> None:
     serving = {ServiceKey("a", "s1"): True, ServiceKey("a", "s2"): False, ServiceKey("b", "s3"): True}
-    services = SimpleNamespace(serving=lambda: serving, _elections=SimpleNamespace(leading_count=lambda: 2))
+    services = SimpleNamespace(serving=lambda: serving, elections=SimpleNamespace(leading_count=lambda: 2),
+                               elector=None, dhcp=None)
     got = _samples(_daemon(services=services))
     assert got[("kube_vip_active_services", (("namespace", "a"),))] == 1
     assert got[("kube_vip_active_services", (("namespace", "b"),))] == 1
     assert got[("kube_vip_service_leases_held", ())] == 2
+    assert not [key for key in got if key[0].startswith("kube_vip_service_dhcp")]  # no 0.0.0.0 Service seen
+
+    counts = LeaseCounts(bound=3, waiting=1, leases=5, renewals=9, expiries=2)
+    services.dhcp = SimpleNamespace(counts=lambda: counts)
+    got = _samples(_daemon(services=services))
+    assert got[("kube_vip_service_dhcp_leases_bound", ())] == 3
+    assert got[("kube_vip_service_dhcp_waiting", ())] == 1
+    assert got[("kube_vip_service_dhcp_leases_total", ())] == 5
+    assert got[("kube_vip_service_dhcp_renewals_total", ())] == 9
+    assert got[("kube_vip_service_dhcp_expiries_total", ())] == 2
 
 
 def test_metal_errors_are_counted_by_status_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:

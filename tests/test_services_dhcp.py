@@ -16,6 +16,7 @@ from pyroute2.dhcp.hooks import Trigger
 
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.services.controller import ServicesController
+from kubevip_metal.services.dhcp import LeaseCounts
 from kubevip_metal.services.model import Dhcp, ServiceIntent, Skipped, interpret
 from kubevip_testbed.waiting import wait_for
 from tests.ddns_support import FakeClient, lease
@@ -175,6 +176,10 @@ def test_delete_releases_and_an_expiry_withdraws(cluster: Cluster, nodes: Callab
     assert node.controller.dhcp is not None and [str(k) for k in node.controller.dhcp.running()] == ["default/db"]
     db_client.fire_from_test(Trigger.EXPIRED, db_client.lease)  # type: ignore[arg-type]
     wait_for(lambda: node.held() == set(), timeout=5)
+    # the metrics' view: web's lease still counted after its client was dropped (a counter never goes down);
+    # db, still held here, asks for a new lease
+    assert node.controller.dhcp is not None
+    assert node.controller.dhcp.counts() == LeaseCounts(bound=0, waiting=1, leases=2, renewals=0, expiries=1)
     withdrawn = [args for name, args in events.calls if name == "service_withdrawn"]
     assert [(a[1], a[4]) for a in withdrawn] == [("db", "its DHCP lease ended (expired or taken back by the "
                                                   "server)")]
@@ -220,6 +225,8 @@ def test_a_server_that_never_answers_is_reported_not_fatal(cluster: Cluster, nod
     (args,) = {args for name, args in events.calls if name == "dhcp_no_lease"} or {()}
     assert args[:2] == ("default", "web") and "no DHCP lease" in args[3]
     assert node.held() == {"192.0.2.9"} and cluster.status_ips("web") == []  # nothing written before a lease
+    assert node.controller.dhcp is not None
+    assert node.controller.dhcp.counts() == LeaseCounts(bound=0, waiting=1, leases=0, renewals=0, expiries=0)
 
 
 def test_bgp_without_one_holder_skips_dhcp_services(cluster: Cluster) -> None:

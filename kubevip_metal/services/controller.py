@@ -174,7 +174,6 @@ class ServicesController:
     @property
     def elections(self) -> ServiceElections | None:
         return self._elections
-
     # -- input ----------------------------------------------------------------------------------------------
 
     def _enqueue(self, change: Callable[[], Iterable[ServiceKey] | None]) -> None:
@@ -407,6 +406,7 @@ class ServicesController:
 
     @property
     def dhcp(self) -> ServiceLeases | None:
+        """The Services' DHCP leases (`0.0.0.0`), for tests and metrics; None until a DHCP Service was seen."""
         return self._dhcp
 
     def _tell(self, intent: ServiceIntent, vips: frozenset[Vip], active: bool, *, was_active: bool,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from generic.logfmt import get_logger
@@ -32,6 +33,18 @@ from kubevip_metal.daemon.ddns import RELEASE_WAIT, REPORT_AFTER, DdnsClient, Dh
 from kubevip_metal.services.model import Dhcp, ServiceKey
 
 log = get_logger("kubevip_metal.services.dhcp")
+
+
+@dataclass(frozen=True)
+class LeaseCounts:
+    """What the metrics show of the Services' DHCP leases on this node. The counters include the clients of
+    Services deleted since (a Prometheus counter never goes down)."""
+
+    bound: int  # Services whose address is leased here now
+    waiting: int  # Services held here whose client runs without a lease yet (no server answered)
+    leases: int  # leases granted (BOUND)
+    renewals: int  # renewed (T1) or rebound (T2)
+    expiries: int  # leases that ended without a renewal
 
 
 class ServiceLeases:
@@ -44,6 +57,7 @@ class ServiceLeases:
         self._report_after, self._clock = report_after, clock
         self._loop = DhcpLoop("service-dhcp")
         self._clients: dict[ServiceKey, tuple[Dhcp, str, DdnsClient]] = {}
+        self._retired = (0, 0, 0)  # leases, renewals and expiries of the clients dropped since the start
         self._lock = threading.Lock()
 
     def want(self, key: ServiceKey, dhcp: Dhcp, interface: str) -> IPAddress | None:
@@ -53,6 +67,7 @@ class ServiceLeases:
             if found is not None and (found[0].host, found[0].client_id, found[1]) != \
                     (dhcp.host, dhcp.client_id, interface):
                 found[2].end_term(None)  # another identity: the old lease goes, a new one is asked for
+                self._retire(found[2])
                 found = None
             if found is None:
                 client = self._client(key, dhcp, interface)
@@ -75,8 +90,26 @@ class ServiceLeases:
         """The Service is deleted: released, and its client dropped."""
         with self._lock:
             found = self._clients.pop(key, None)
+            if found is not None:
+                self._retire(found[2])
         if found is not None:
             found[2].end_term(None)
+
+    def counts(self) -> LeaseCounts:
+        with self._lock:
+            clients = [client for _d, _i, client in self._clients.values()]
+            leases, renewals, expiries = self._retired
+        return LeaseCounts(bound=sum(1 for c in clients if c.address is not None),
+                           waiting=sum(1 for c in clients if c.address is None and c.running()),
+                           leases=leases + sum(c.leases for c in clients),
+                           renewals=renewals + sum(c.renewals for c in clients),
+                           expiries=expiries + sum(c.expiries for c in clients))
+
+    def _retire(self, client: DdnsClient) -> None:
+        """Under the lock: a dropped client's counts stay in the totals. A release still in flight after this is
+        a release, never a lease, so nothing it does later is lost."""
+        leases, renewals, expiries = self._retired
+        self._retired = (leases + client.leases, renewals + client.renewals, expiries + client.expiries)
 
     def address(self, key: ServiceKey) -> IPAddress | None:
         found = self._clients.get(key)
