@@ -5,7 +5,7 @@ start (kube-vip's) would need a pod restart for every change.
 The Node is read by its name (`metadata.name`, `--nodeName` / `vip_nodename`), never found by a label: kube-vip
 looks for `kubernetes.io/hostname=<name>`, which panics when the label differs from the node name.
 
-A list, then a watch (not a poll) with a field selector on the name (kubevip_metal.services.informer): a broken
+A list, then a watch (not a poll) with a field selector on the name (generic.informer): a broken
 watch resumes from the last version seen, with jittered backoff, so a change made while it was down is seen when
 it comes back, and a 410 Gone lists the Node again instead of stranding the watch.
 """
@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubevip_metal.services.informer import Event, Informer, Obj
+from generic.informer import Event, Informer, Obj
 
 READ_TIMEOUT = 10.0  # seconds for one GET of the Node
 

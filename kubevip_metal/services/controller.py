@@ -45,13 +45,13 @@ from typing import Any
 from generic.addresses import Vip
 from generic.election import Callbacks, Elector, Lock
 from generic.election.elector import Timers
+from generic.informer import Event, Informer, Obj
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
 from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.services.dhcp import ServiceLeases
 from kubevip_metal.services.elections import ServiceElections
-from kubevip_metal.services.informer import Event, Informer, Obj
 from kubevip_metal.services.model import (
     REQUESTED_IP,
     VIP_HOST,

@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from generic.election.elector import Timers
+from generic.informer import Event, Informer, Obj
 from generic.logfmt import get_logger
-from kubevip_metal.services.informer import Event, Informer, Obj
 from kubevip_metal.services.model import ServiceKey
 
 log = get_logger("kubevip_metal.services.elections")

@@ -8,7 +8,7 @@ dicts: 10,000 Services deserialised into the client's models would cost seconds 
 
 The consumer gets `on_reset(objects)` with everything there is (after every list), and `on_events(events)` with
 what happened since, as (type, object) pairs in order; it queues them and applies a burst in one pass on its own
-thread (kubevip_metal.services.controller).
+thread (kubevip_metal.services.controller, and the per-Service elections and the node watch).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tenacity
 
 from generic.logfmt import get_logger
 
-log = get_logger("kubevip_metal.services.informer")
+log = get_logger("generic.informer")
 
 WATCH_SECONDS = 300  # server-side timeout of one watch; it then resumes from the last version seen
 LIST_TIMEOUT = 60.0
