@@ -7,6 +7,7 @@ in flight when it began."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from generic.election.elector import Timers
-from kubevip_metal.services.elections import ServiceElections
+from kubevip_metal.services.elections import ServiceElections, renew_interval
 from kubevip_metal.services.model import ServiceKey
 from kubevip_testbed.waiting import wait_for
 from tests.kubeapi_support import EmulatedApi
@@ -33,6 +34,12 @@ def apis() -> Iterator[dict[str, Any]]:
 def _holder(coordination: Any, key: ServiceKey) -> str:
     lease = coordination.read_namespaced_lease(f"kubevip-{key.name}", key.namespace)
     return str(lease.spec.holder_identity or "")
+
+
+def test_a_held_lease_is_renewed_at_half_the_deadline_never_faster_than_the_retry_period() -> None:
+    assert renew_interval(Timers(15.0, 10.0, 2.0)) == 5.0  # kube-vip's defaults: 2.5 times fewer writes
+    assert renew_interval(Timers(5.0, 3.0, 1.0)) == 1.5
+    assert renew_interval(Timers(3.0, 2.0, 1.5)) == 1.5  # the retry period is the floor
 
 
 def test_contended_leases_never_have_two_leaders(apis: dict[str, Any]) -> None:
@@ -58,7 +65,12 @@ def test_contended_leases_never_have_two_leaders(apis: dict[str, Any]) -> None:
             for elections in candidates.values():
                 elections.want(key)
         wait_for(lambda: all(sum(e.leading(k) for e in candidates.values()) == 1 for k in KEYS), timeout=30)
+        before, rested = sum(e.requests for e in candidates.values()), time.monotonic()
         stop.wait(3 * TIMERS.lease_duration)  # renewals go on; nobody may take over a live Lease
+        writes = sum(e.requests for e in candidates.values()) - before
+        # at rest each held Lease is renewed every renew_interval (1 s here), not every retry period (0.6 s)
+        print(f"\nwrites at rest: {writes} in {time.monotonic() - rested:.1f} s for {len(KEYS)} Leases")
+        assert writes <= len(KEYS) * ((time.monotonic() - rested) / renew_interval(TIMERS) + 1), writes
         for key in KEYS:
             assert [n for n, e in candidates.items() if e.leading(key)] == [_holder(coordination, key)], key
         candidates["n1"].stop()  # a graceful stop: n1's Leases are given back and taken over at once
