@@ -73,6 +73,19 @@ def test_random_kills_never_two_leaders(api: tuple[ApiBackend, dict[str, Path]],
     assert samples >= 20
 
 
+def _sole_leader(pool: list[Candidate], other_than: Candidate | None = None) -> Candidate:
+    """Waits until exactly one candidate leads (and it is not `other_than`), and returns it."""
+    found: list[Candidate] = []
+
+    def one() -> bool:
+        leading = [c for c in pool if c.is_leading()]  # read once per look: leadership changes meanwhile
+        found[:] = leading
+        return len(leading) == 1 and leading[0] is not other_than
+
+    wait_for(one)
+    return found[0]
+
+
 @BOTH_APIS
 def test_cut_off_leader_steps_down_before_the_lease_expires(api: tuple[ApiBackend, dict[str, Path]],
                                                             candidates: list[Candidate]) -> None:
@@ -80,15 +93,14 @@ def test_cut_off_leader_steps_down_before_the_lease_expires(api: tuple[ApiBacken
     timers = (2.0, 1.5, 0.4)
     pool = [ours(n, configs[n], "cut-lease", ",".join(map(str, timers))).start() for n in NODES[:3]]
     candidates.extend(pool)
-    wait_for(lambda: len(leaders(pool)) == 1)
-    first = next(c for c in pool if c.name == leaders(pool)[0])
+    first = _sole_leader(pool)
     for outage in ("hang", "refuse"):
-        current = next(c for c in pool if c.name == leaders(pool)[0])
+        current = _sole_leader(pool)
         cut = time.monotonic()
         backend.set_fault(current.name, outage=outage)
-        wait_for(lambda name=current.name: bool(leaders(pool)) and leaders(pool)[0] != name)  # type: ignore[misc]
+        # the cut-off leader still leads for a moment: each look reads the leaders once (they change under us)
+        successor = _sole_leader(pool, other_than=current)
         stop = [e["mono"] for e in current.snapshot() if e["event"] == "stopped_leading"][-1]
-        successor = next(c for c in pool if c.name == leaders(pool)[0])
         start = [e["mono"] for e in successor.snapshot() if e["event"] == "started_leading"][-1]
         assert stop <= cut + timers[1] + 0.25, (outage, stop - cut)  # stepped down by its renew deadline
         assert start > stop  # and before anyone else took over
