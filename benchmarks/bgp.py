@@ -43,22 +43,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import ipaddress
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PREREQUISITES = "bash benchmarks/prerequisites.sh"  # installs everything any benchmark needs
+# what every benchmark shares (benchmarks/ is on sys.path; common.py needs only the standard library)
+import common
+from common import PREREQUISITES, Timeout, say, wait_for, wait_for_optional
 
 try:
     from generic.bgp.exabgp import ExaBgpSpeaker
@@ -71,27 +68,15 @@ try:
     from kubevip_testbed.peers import apiserver as real_apiserver
     from kubevip_testbed.peers import kubevip
     from kubevip_testbed.peers.kubevip import KubeVipBgp, KubeVipNode
-    from kubevip_testbed.rig import netns, prerequisites_missing
+    from kubevip_testbed.rig import prerequisites_missing
 except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test bed is not installed
     raise SystemExit(f"bgp.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
                      "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
 # the sibling benchmark's helpers (benchmarks/ is on sys.path when this file runs), imported after the test bed is
 # known to be there, so that a missing test bed is reported as bgp.py's
-import failover  # noqa: E402
-from failover import (  # noqa: E402
-    WALL_MINUS_MONOTONIC,
-    Prober,
-    Timeout,
-    _exit_on_signal,
-    _stat,
-    _stat_row,
-    say,
-    timers_key,
-    timers_label,
-    wait_for,
-    wait_for_optional,
-)
+import failover
+from failover import WALL_MINUS_MONOTONIC, Prober, _stat, _stat_row, timers_key, timers_label
 
 VIP = "203.0.113.10"
 ROUTE = f"{VIP}/32"
@@ -138,6 +123,8 @@ class BgpOurs(failover.Ours):
 class BgpKubeVip(failover.KubeVip):
     """kube-vip v1.0.0 on every node in BGP mode, the same Lease, VIP, API server, router and rig as ours."""
 
+    address, device = ROUTE, "lo"
+
     def __init__(self, lab: LabCluster, timers: tuple[float, float, float], hold: int) -> None:
         super().__init__(lab, kubevip.TESTED_VERSION, timers)
         self.hold = hold
@@ -146,14 +133,6 @@ class BgpKubeVip(failover.KubeVip):
         settings = KubeVipBgp(lab.rig.ipv4("router"), ROUTER_AS, NODE_AS, hold_time=hold, keepalive=max(1, hold // 3))
         self.peers = {node: KubeVipNode(lab, node, kubevip.TESTED_VERSION, [int(t) for t in timers], bgp=settings)
                       for node in lab.nodes}
-
-    def stop_all(self) -> None:
-        leader = self.lab.lease_holder()
-        for _node, peer in sorted(self.peers.items(), key=lambda item: item[0] == leader):
-            if peer.alive:
-                peer.terminate()
-        for node in self.lab.nodes:
-            self.lab.rig.run(node, ["ip", "addr", "del", ROUTE, "dev", "lo"], check=False)
 
     def crash(self, node: str) -> None:
         self.lab.rig.link_down(node)
@@ -590,36 +569,20 @@ def main() -> int:
     if any(name.startswith("kube-vip") for name in args.only):
         missing += kubevip.missing(kubevip.TESTED_VERSION)
     if missing:
-        print(f"bgp.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs every benchmark prerequisite",
-              file=sys.stderr)
-        return 2
+        return common.cannot_run("bgp.py", missing)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    common.exit_on_signals()
     started = time.monotonic()
     commit = measured_commit()
-    workdir = Path(tempfile.mkdtemp(prefix="kvm-bgpbench-"))
     with contextlib.ExitStack() as stack:
-        def clean_up() -> None:
-            if args.keep_logs:
-                say(f"logs kept in {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-
-        stack.callback(clean_up)  # registered first, so it runs last: the API server stops before its files go
+        workdir = common.scratch_dir(stack, "kvm-bgpbench-", args.keep_logs)
         backend: ApiBackend | None = None
         if any(name in CASES for name in args.only):
-            from kubevip_testbed.peers.lab_backend import RealApiBackend
-            from kubevip_testbed.peers.objects import apply, rendered
-
-            server = stack.enter_context(real_apiserver.RealApiServer(workdir / "kube-apiserver"))
-            apply(server, rendered("rbac"))
-            backend = RealApiBackend(server)
-            say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s")
-        return _run(args, workdir, backend, started, commit)
+            backend = common.real_api_backend(stack, workdir / "kube-apiserver")
+        return _run(args, backend, started, commit)
 
 
-def _run(args: argparse.Namespace, workdir: Path, backend: ApiBackend | None, started: float, commit: str) -> int:
+def _run(args: argparse.Namespace, backend: ApiBackend | None, started: float, commit: str) -> int:
     runs = args.runs or (2 if args.quick else 8)
     steady_seconds = 5.0 if args.quick else 30.0
     lab = LabCluster(timers=DEFAULT[0], vip=VIP, keep_workdir=True, api=backend)
@@ -667,22 +630,13 @@ def _run(args: argparse.Namespace, workdir: Path, backend: ApiBackend | None, st
                 bench.stop_router()
                 prober.stop()
                 fib.close()  # an open socket would keep the router namespace alive after the rig is down
-        left = [name for name in namespaces if netns.exists(name)]
-        say(f"rig down; namespaces left: {len(left)}")
-        if args.details:
-            with args.details.open("w") as out:
-                for run in bench.runs:
-                    out.write(json.dumps(dataclasses.asdict(run)) + "\n")
-                for burst in burst_runs:
-                    out.write(json.dumps(dataclasses.asdict(burst)) + "\n")
+        common.rig_down(namespaces)
+        common.write_details(args.details, [*bench.runs, *burst_runs])
         headline = report(bench, impls, steady, burst_runs, time.monotonic() - started, commit)
         print(json.dumps(headline))
         return 0
     finally:
-        if args.keep_logs:
-            say(f"logs kept in {lab.workdir}")
-        else:
-            shutil.rmtree(lab.workdir, ignore_errors=True)
+        common.keep_or_remove(args.keep_logs, lab.workdir)
 
 
 if __name__ == "__main__":

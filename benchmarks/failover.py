@@ -38,25 +38,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
-import shutil
-import signal
 import socket
 import statistics
 import struct
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
-PREREQUISITES = "bash benchmarks/prerequisites.sh"  # installs everything any benchmark needs
+# what every benchmark shares (benchmarks/ is on sys.path; common.py needs only the standard library)
+import common
+from common import PREREQUISITES, Timeout, pct, say, wait_for, wait_for_optional
 
 try:
     from kubevip_testbed.lab.api_backend import ApiBackend
@@ -71,7 +67,6 @@ except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test b
     raise SystemExit(f"failover.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
                      "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
-T = TypeVar("T")
 VIP = "198.51.100.10"
 DEFAULT, EQUAL, FAST = (5.0, 3.0, 1.0), (3.0, 2.0, 1.0), (1.0, 0.75, 0.2)
 CASES = ("ours", "ours-3-2-1", "ours-fast", "kube-vip", "kube-vip-3-2-1", "kube-vip-v0.7.2", "keepalived-v2",
@@ -83,32 +78,6 @@ FLIP_TARGET_MS = 10.0
 RSS_TARGET_MB = 55.0  # issue #11 item 6: the ARP control plane at rest
 CPU_TARGET_LEADER_PCT = 0.3
 CPU_TARGET_FOLLOWER_PCT = 0.1
-_T0 = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-class Timeout(RuntimeError):
-    pass
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, poll: float = 0.02) -> T:
-    """Poll `probe` until it returns something other than None/False; Timeout after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise Timeout(f"{what}: not within {timeout:g} s")
-        time.sleep(poll)
 
 
 def timers_label(timers: Sequence[float]) -> str:
@@ -487,6 +456,7 @@ class KubeVip(Implementation):
     """kube-vip itself on every node, the same Lease, VIP, API server and rig as ours."""
 
     program = b"kube-vip"
+    address, device = f"{VIP}/32", "eth0"  # where its VIP lives, deleted after it stops
 
     def __init__(self, lab: LabCluster, version: str, timers: tuple[float, float, float]) -> None:
         super().__init__(lab)
@@ -506,7 +476,7 @@ class KubeVip(Implementation):
             if peer.alive:
                 peer.terminate()
         for node in self.lab.nodes:  # v0.7.2 leaves its VIP behind on SIGTERM
-            self.lab.rig.run(node, ["ip", "addr", "del", f"{VIP}/32", "dev", "eth0"], check=False)
+            self.lab.rig.run(node, ["ip", "addr", "del", self.address, "dev", self.device], check=False)
 
     def holder(self, exclude: Sequence[str] = ()) -> str | None:
         holders = [node for node in self.lab.holders() if node not in exclude]
@@ -555,13 +525,6 @@ class KubeVip(Implementation):
                 run.lead_to_client = client_at - lead
             if garp_at is not None:
                 run.lead_to_garp = garp_at - lead
-
-
-def wait_for_optional(probe: Callable[[], T | None], timeout: float) -> T | None:
-    try:
-        return wait_for("", probe, timeout, poll=0.05)
-    except Timeout:
-        return None
 
 
 # -- the runs -------------------------------------------------------------------------------------------------
@@ -811,18 +774,6 @@ def targets(impl: Implementation, scenario: str) -> tuple[str, float | None]:
     return "reference", None
 
 
-_MAIN_PID = os.getpid()
-
-
-def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM / SIGHUP unwind like Ctrl-C, so every `finally` and `with` below cleans up. Only here: a forked
-    helper (pyroute2's NetNS forks one and SIGTERMs it) inherits the handler and must just end, as by default,
-    never run a copy of our clean-up."""
-    if os.getpid() != _MAIN_PID:
-        os._exit(128 + signum)
-    raise SystemExit(128 + signum)
-
-
 def _cases(text: str) -> list[str]:
     chosen = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in CASES]
@@ -879,31 +830,15 @@ def main() -> int:
         except KeepalivedError as exc:
             missing.append(str(exc))
     if missing:
-        print(f"failover.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs every benchmark "
-              "prerequisite", file=sys.stderr)
-        return 2
+        return common.cannot_run("failover.py", missing)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    common.exit_on_signals()
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="kvm-failover-"))
     with contextlib.ExitStack() as stack:
-        def clean_up() -> None:
-            if args.keep_logs:
-                say(f"logs kept in {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-
-        stack.callback(clean_up)  # registered first, so it runs last: the API server stops before its files go
+        workdir = common.scratch_dir(stack, "kvm-failover-", args.keep_logs)
         backend: ApiBackend | None = None
         if args.api == "kube-apiserver":
-            from kubevip_testbed.peers.lab_backend import RealApiBackend
-            from kubevip_testbed.peers.objects import apply, rendered
-
-            server = stack.enter_context(real_apiserver.RealApiServer(workdir / "kube-apiserver"))
-            apply(server, rendered("rbac"))
-            backend = RealApiBackend(server)
-            say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s")
+            backend = common.real_api_backend(stack, workdir / "kube-apiserver")
         return _run(args, runs, steady_seconds, workdir, backend, started)
 
 
@@ -949,21 +884,14 @@ def _run(args: argparse.Namespace, runs: int, steady_seconds: dict[str, float], 
                     prober.stop()
                 if sniffer is not None:
                     sniffer.close()
-        left = [name for name in namespaces if netns.exists(name)]
-        say(f"rig down; namespaces left: {len(left)}")
-        if args.details:
-            with args.details.open("w") as out:
-                for run in bench.runs:
-                    out.write(json.dumps(dataclasses.asdict(run)) + "\n")
+        common.rig_down(namespaces)
+        common.write_details(args.details, bench.runs)
         headline = report(bench, cases, steady, runs, time.monotonic() - started)
         headline["api"] = args.api
         print(json.dumps(headline))
         return 0
     finally:
-        if args.keep_logs:
-            say(f"logs kept in {lab.workdir}")
-        else:
-            shutil.rmtree(lab.workdir, ignore_errors=True)
+        common.keep_or_remove(args.keep_logs, lab.workdir)
 
 
 if __name__ == "__main__":
