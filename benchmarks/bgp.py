@@ -98,7 +98,18 @@ def hold_label(timers: Sequence[float], hold: int) -> str:
 # -- implementations ------------------------------------------------------------------------------------------
 
 
-class BgpOurs(failover.Ours):
+class RoutedOurs(failover.Ours):
+    """Our managers in a BGP mode (bgp.py's and peering.py's): the VIP on lo, and a crash pulls the cable first,
+    so nothing more leaves the node (not even ExaBGP's FIN) and its session lingers at the router."""
+
+    device = "lo"
+
+    def crash(self, node: str) -> None:
+        self.lab.rig.link_down(node)
+        self.lab.kill(node)
+
+
+class BgpOurs(RoutedOurs):
     """Our managers in BGP mode (VIP on lo, host route through ExaBGP, MED from the Lease's term)."""
 
     def __init__(self, lab: LabCluster, timers: tuple[float, float, float], hold: int) -> None:
@@ -112,10 +123,6 @@ class BgpOurs(failover.Ours):
                               "--localAS", str(NODE_AS), "--bgpHoldTimer", str(self.hold)]
         super().start_all()
 
-    def crash(self, node: str) -> None:
-        self.lab.rig.link_down(node)  # the cable first: nothing more leaves the node (not even ExaBGP's FIN)
-        self.lab.kill(node)
-
     def leadership_after(self, node: str, moment: float) -> float | None:
         return wait_for_optional(lambda: self.tails[node].first("election.started_leading", moment), 2.0)
 
@@ -123,7 +130,7 @@ class BgpOurs(failover.Ours):
 class BgpKubeVip(failover.KubeVip):
     """kube-vip v1.0.0 on every node in BGP mode, the same Lease, VIP, API server, router and rig as ours."""
 
-    address, device = ROUTE, "lo"
+    device = "lo"
 
     def __init__(self, lab: LabCluster, timers: tuple[float, float, float], hold: int) -> None:
         super().__init__(lab, kubevip.TESTED_VERSION, timers)
@@ -238,11 +245,7 @@ class Bench:
         assert self.router is not None
         victim = self.ready(impl)
         event_at = time.monotonic()
-        notes: list[str] = []
-        if scenario == "crash":
-            impl.crash(victim)
-        else:
-            notes += impl.graceful(victim)
+        notes = impl.fault(scenario, victim)
         # the hold time bounds how long a dead leader's route can stay preferred
         limit = impl.timers[0] * 3 + impl.hold + 15
         successor = wait_for(f"{impl.name}: successor", lambda: impl.holder(exclude=[victim]), limit, poll=0.01)
@@ -258,15 +261,8 @@ class Bench:
         names = {self.ip(node): node for node in self.lab.nodes}
         run.fib_path = [",".join(names.get(h, h) for h in hops) or "-"
                         for at, hops in self.fib.history() if event_at - 0.5 < at <= fib_at + 0.001][-6:]
-
-        def outage_seen() -> tuple[float, float] | None:
-            found = self.prober.between(event_at, time.monotonic())
-            return max(found, key=lambda o: o[1] - o[0]) if found else None
-
         try:
-            outage = wait_for(f"{impl.name}: client replies after the event", outage_seen, 5.0, poll=0.01)
-            time.sleep(0.1)  # a second gap right after the first would show now
-            outage = max(self.prober.between(event_at, time.monotonic()), key=lambda o: o[1] - o[0])
+            outage, _ = self.prober.outage_after(impl.name, event_at)
             run.outage = outage[1] - outage[0]
             run.fib_to_client = outage[1] - fib_at
         except Timeout:
@@ -279,7 +275,8 @@ class Bench:
             run.lead_to_fib = fib_at - lead
         else:
             run.notes.append(f"{successor}: no leadership logged after the event")
-        self.restore(impl, victim, scenario)
+        if impl.reboot(victim, scenario) and scenario == "graceful":  # the victim back as after a reboot
+            self.anomalies.append(f"{impl.name}: the stopped leader still held {VIP} on lo after its SIGTERM exit")
         dead = "" if run.dead_session_up is None else \
             f", dead session {'up' if run.dead_session_up else 'down'} at the switch"
         lead_text = f", lead->FIB {run.lead_to_fib * 1000:.1f} ms" if run.lead_to_fib is not None else ""
@@ -287,30 +284,14 @@ class Bench:
             f"{lead_text}{dead}; FIB {' > '.join(run.fib_path)}{' NOTE ' + '; '.join(run.notes) if run.notes else ''}")
         return run
 
-    def restore(self, impl: Speaker, node: str, scenario: str) -> None:
-        """Bring the node back as after a reboot: no stale VIP, cable in, process started."""
-        if VIP in self.lab.rig.addresses(node, "lo"):
-            if scenario == "graceful":
-                self.anomalies.append(f"{impl.name}: the stopped leader still held {VIP} on lo after its SIGTERM exit")
-            self.lab.rig.run(node, ["ip", "addr", "del", ROUTE, "dev", "lo"], check=False)
-        if scenario == "crash":
-            self.lab.rig.link_up(node)
-        impl.restart(node)
-
     def recover(self, impl: Speaker) -> None:
-        for node in self.lab.nodes:
-            self.lab.rig.link_up(node)
-        impl.revive()
+        impl.replug_and_revive()
         wait_for(f"{impl.name}: recovery", lambda: self.settled(impl), 90, poll=0.05)
 
     def steady(self, impl: Speaker, seconds: float) -> dict[str, Any]:
         """RSS and CPU over `seconds` at rest, per node: the daemon and every process below it (ExaBGP, its relay)."""
         leader = self.ready(impl)
-        pids = impl.pids()
-        for node, pid in pids.items():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if impl.program not in cmdline or b"manager" not in cmdline:
-                raise RuntimeError(f"PID {pid} of {node} is not a {impl.program.decode()} manager: {cmdline!r}")
+        pids = impl.measured_pids()
         trees = {node: [pid, *descendants(pid)] for node, pid in pids.items()}
         say(f"{impl.name}: steady state for {seconds:g} s (leader {leader}), sampling CPU and RSS of "
             + ", ".join(f"{node} {len(tree)} processes" for node, tree in trees.items()))
@@ -559,8 +540,7 @@ def main() -> int:
                         help="how BIRD breaks a tie between equal routes (default: the older wins, as in FRR)")
     parser.add_argument("--only", type=_cases, metavar="CASE[,CASE...]",
                         help=f"cases to run, of: {', '.join(CASES)}, prefixes (default all)")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the managers' and kube-vip's logs")
-    parser.add_argument("--details", type=Path, help="write every run's measurements to this file (JSON lines)")
+    common.add_file_options(parser, "managers' and kube-vip's logs")
     args = parser.parse_args()
     args.only = args.only or ([*QUICK, "prefixes"] if args.quick else [*CASES, "prefixes"])
     missing = prerequisites_missing() + bird_driver.missing()

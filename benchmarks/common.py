@@ -14,6 +14,7 @@ installed; what needs the test bed is imported where it is used. benchmarks/ is 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -74,6 +75,12 @@ def wait_for_optional(probe: Callable[[], T | None], timeout: float) -> T | None
 
 
 # -- opening --------------------------------------------------------------------------------------------------
+
+
+def add_file_options(parser: argparse.ArgumentParser, kept: str, details: str = "every run's measurements") -> None:
+    """`--keep-logs` (what `keep_or_remove` honours; `kept` names the files) and `--details` (`write_details`)."""
+    parser.add_argument("--keep-logs", action="store_true", help=f"keep the {kept}")
+    parser.add_argument("--details", type=Path, help=f"write {details} to this file (JSON lines)")
 
 
 def cannot_run(script: str, missing: Sequence[str]) -> int:

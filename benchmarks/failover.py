@@ -130,6 +130,19 @@ class Prober:
         with self._lock:
             return [o for o in self.outages if o[1] > start and o[0] < end]
 
+    def outage_after(self, what: str, event_at: float) -> tuple[tuple[float, float], list[tuple[float, float]]]:
+        """The longest outage since a fault at `event_at` and every outage since: waited for (an outage is
+        reported when replies resume), then 0.1 s more so that a second gap right after the first shows too.
+        Timeout when replies never paused for more than three intervals within 5 s."""
+        def seen() -> tuple[float, float] | None:
+            found = self.between(event_at, time.monotonic())
+            return max(found, key=lambda o: o[1] - o[0]) if found else None
+
+        wait_for(f"{what}: client replies after the event", seen, 5.0, poll=0.01)
+        time.sleep(0.1)
+        found = self.between(event_at, time.monotonic())
+        return max(found, key=lambda o: o[1] - o[0]), found
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -263,6 +276,7 @@ class Implementation:
     name = ""
     key = ""
     settle_extra = 0.0  # how long a (re)started follower must have watched before the next run
+    device = "eth0"  # where a node holds the lab's VIP (bgp.py's and peering.py's on lo)
 
     def __init__(self, lab: LabCluster) -> None:
         self.lab = lab
@@ -286,6 +300,13 @@ class Implementation:
     def graceful(self, node: str) -> list[str]:
         raise NotImplementedError
 
+    def fault(self, scenario: str, node: str) -> list[str]:
+        """The scenario's fault on `node`: "crash" or else graceful; notes on anything unexpected."""
+        if scenario == "crash":
+            self.crash(node)
+            return []
+        return self.graceful(node)
+
     def restart(self, node: str) -> None:
         raise NotImplementedError
 
@@ -298,9 +319,36 @@ class Implementation:
 
     program = b""  # a word every measured PID's command line must contain
 
+    def measured_pids(self) -> dict[str, int]:
+        """`pids()`, each checked to be this implementation's manager: a PID reused by something else would
+        measure the wrong process."""
+        pids = self.pids()
+        for node, pid in pids.items():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if self.program not in cmdline or b"manager" not in cmdline:
+                raise RuntimeError(f"PID {pid} of {node} is not a {self.program.decode()} manager: {cmdline!r}")
+        return pids
+
     def revive(self) -> None:
         """Start whatever is not running (after a failed run)."""
         raise NotImplementedError
+
+    def reboot(self, node: str, scenario: str) -> bool:
+        """Bring the node back as after a reboot: no stale VIP, cable in, process started. Whether the node still
+        held the VIP (after a graceful stop, an anomaly: the daemon should have removed it)."""
+        stale = self.lab.vip in self.lab.rig.addresses(node, self.device)
+        if stale:
+            self.lab.rig.run(node, ["ip", "addr", "del", f"{self.lab.vip}/32", "dev", self.device], check=False)
+        if scenario == "crash":
+            self.lab.rig.link_up(node)
+        self.restart(node)
+        return stale
+
+    def replug_and_revive(self) -> None:
+        """After a failed run: every cable in, every process running."""
+        for node in self.lab.nodes:
+            self.lab.rig.link_up(node)
+        self.revive()
 
     def annotate(self, run: Run, event_at: float, client_at: float | None, garp_at: float | None) -> None:
         """Add log-derived timings to a run."""
@@ -456,7 +504,6 @@ class KubeVip(Implementation):
     """kube-vip itself on every node, the same Lease, VIP, API server and rig as ours."""
 
     program = b"kube-vip"
-    address, device = f"{VIP}/32", "eth0"  # where its VIP lives, deleted after it stops
 
     def __init__(self, lab: LabCluster, version: str, timers: tuple[float, float, float]) -> None:
         super().__init__(lab)
@@ -476,7 +523,7 @@ class KubeVip(Implementation):
             if peer.alive:
                 peer.terminate()
         for node in self.lab.nodes:  # v0.7.2 leaves its VIP behind on SIGTERM
-            self.lab.rig.run(node, ["ip", "addr", "del", self.address, "dev", self.device], check=False)
+            self.lab.rig.run(node, ["ip", "addr", "del", f"{self.lab.vip}/32", "dev", self.device], check=False)
 
     def holder(self, exclude: Sequence[str] = ()) -> str | None:
         holders = [node for node in self.lab.holders() if node not in exclude]
@@ -575,26 +622,13 @@ class Bench:
             for start, end in self.prober.between(self._calm_from, event_at):
                 self.background.append((impl.name, end - start))
                 say(f"  gap of {(end - start) * 1000:.1f} ms between runs, {event_at - end:.1f} s before the event")
-        notes: list[str] = []
-        if scenario == "crash":
-            impl.crash(victim)
-        else:
-            notes += impl.graceful(victim)
+        notes = impl.fault(scenario, victim)
         successor = wait_for(f"{impl.name}: successor", lambda: impl.holder(exclude=[victim]),
                              impl.takeover_timeout(), poll=0.01)
         took_over = time.monotonic()
-
-        def outage_seen() -> tuple[float, float] | None:
-            found = self.prober.between(event_at, time.monotonic())
-            return max(found, key=lambda o: o[1] - o[0]) if found else None
-
         client_at: float | None
         try:
-            # the outage is reported when replies resume
-            outage = wait_for(f"{impl.name}: client replies after the event", outage_seen, 5.0, poll=0.01)
-            time.sleep(0.1)  # a second gap right after the first would show now
-            found = self.prober.between(event_at, time.monotonic())
-            outage = max(found, key=lambda o: o[1] - o[0])
+            outage, found = self.prober.outage_after(impl.name, event_at)
             self._calm_from = time.monotonic()
             run = Run(impl.name, scenario, victim, successor, outage[1] - outage[0],
                       extra_outages=[e - s for s, e in found if (s, e) != outage],
@@ -610,7 +644,8 @@ class Bench:
         run.notes += notes
         garp_at = wait_for_optional(lambda: self.sniffer.first(self.lab.rig.mac(successor), event_at), 1.0)
         impl.annotate(run, event_at, client_at, garp_at)
-        self.restore(impl, victim, scenario)
+        if impl.reboot(victim, scenario) and scenario == "graceful":  # the victim back as after a reboot
+            self.anomalies.append(f"{impl.name}: {victim} still held {VIP} after its SIGTERM exit")
         lead = f", lead->client {run.lead_to_client * 1000:.1f} ms" if run.lead_to_client is not None else ""
         say(f"  {scenario} run {victim}->{successor}: outage {run.outage:.3f} s"
             f"{' (below threshold)' if run.below_threshold else ''}{lead}"
@@ -618,31 +653,15 @@ class Bench:
             f"{' NOTE ' + '; '.join(run.notes) if run.notes else ''}")
         return run
 
-    def restore(self, impl: Implementation, node: str, scenario: str) -> None:
-        """Bring the node back as after a reboot: no stale VIP, cable in, process started."""
-        if VIP in self.lab.rig.addresses(node):
-            if scenario == "graceful":
-                self.anomalies.append(f"{impl.name}: {node} still held {VIP} after its SIGTERM exit")
-            self.lab.rig.run(node, ["ip", "addr", "del", f"{VIP}/32", "dev", "eth0"], check=False)
-        if scenario == "crash":
-            self.lab.rig.link_up(node)
-        impl.restart(node)
-
     def recover(self, impl: Implementation) -> None:
         """After a failed run: every cable in, every process running, then wait for a holder."""
-        for node in self.lab.nodes:
-            self.lab.rig.link_up(node)
-        impl.revive()
+        impl.replug_and_revive()
         wait_for(f"{impl.name}: recovery", impl.holder, 60)
 
     def steady(self, impl: Implementation, seconds: float) -> dict[str, Any]:
         """RSS and CPU of each daemon over `seconds` of steady state (no fault, one leader)."""
         leader = self.ready(impl)
-        pids = impl.pids()
-        for node, pid in pids.items():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if impl.program not in cmdline or b"manager" not in cmdline:
-                raise RuntimeError(f"PID {pid} of {node} is not a {impl.program.decode()} manager: {cmdline!r}")
+        pids = impl.measured_pids()
         say(f"{impl.name}: steady state for {seconds:g} s (leader {leader}), sampling CPU and RSS")
         before = {node: _stat(pid)[0] for node, pid in pids.items()}
         self.lab.api.reset_request_counts()
@@ -808,8 +827,7 @@ def main() -> int:
                         help="the Kubernetes API the managers and kube-vip use (default: a real kube-apiserver)")
     parser.add_argument("--only", type=_cases, metavar="CASE[,CASE...]",
                         help=f"cases to run, of: {', '.join(CASES)} (default all)")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the managers' and keepalived's logs")
-    parser.add_argument("--details", type=Path, help="write every run's measurements to this file (JSON lines)")
+    common.add_file_options(parser, "managers' and keepalived's logs")
     args = parser.parse_args()
     args.only = args.only or (list(QUICK) if args.quick else list(CASES))
     runs = args.runs or (1 if args.quick else 20)

@@ -119,7 +119,7 @@ except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test b
 # the sibling benchmarks' helpers (benchmarks/ is on sys.path when this file runs), imported after the test bed
 # is known to be there, so that a missing test bed is reported as peering.py's
 import failover
-from bgp import bird_version, measured_commit
+from bgp import RoutedOurs, bird_version, measured_commit
 from failover import WALL_MINUS_MONOTONIC, LogTail, _stat_row
 
 VIP = "203.0.113.10"
@@ -375,16 +375,12 @@ class Results:
 # -- 1. annotations -------------------------------------------------------------------------------------------
 
 
-class AnnotatedOurs(failover.Ours):
+class AnnotatedOurs(RoutedOurs):
     """Our managers with `--annotations PREFIX`, the VIP on lo, peers from the CCM-style annotations."""
 
     def __init__(self, lab: LabCluster) -> None:
         super().__init__(lab, TIMERS)
         self.name = "kube-vip-metal --annotations"
-
-    def crash(self, node: str) -> None:
-        self.lab.rig.link_down(node)
-        self.lab.kill(node)
 
 
 class AnnotationBench:
@@ -611,7 +607,7 @@ def kube_vip_settings(peers: Sequence[MetalPeer]) -> KubeVipPeers:
 class KubeVipBench(failover.KubeVip):
     """kube-vip v1.0.0 on every node, BGP control plane with Lease election, peered with both routers."""
 
-    address, device = ROUTE, "lo"
+    device = "lo"
 
     def __init__(self, lab: LabCluster, routers: Routers, view: View, results: Results,
                  peers: Sequence[MetalPeer]) -> None:
@@ -705,14 +701,10 @@ class KubeVipBench(failover.KubeVip):
 # -- 2. Metal: leadership -> the route at both routers --------------------------------------------------------
 
 
-class MetalOurs(failover.Ours):
+class MetalOurs(RoutedOurs):
     def __init__(self, lab: LabCluster) -> None:
         super().__init__(lab, TIMERS)
         self.name = "kube-vip-metal --metal --bgp"
-
-    def crash(self, node: str) -> None:
-        self.lab.rig.link_down(node)  # the cable first: nothing more leaves the node
-        self.lab.kill(node)
 
 
 class MetalBench:
@@ -740,13 +732,7 @@ class MetalBench:
     def one(self, scenario: str) -> None:
         victim = self.ready()
         event_at = time.monotonic()
-        notes: list[str] = []
-        if scenario == "crash":
-            self.ours.crash(victim)
-        else:
-            code = self.lab.terminate(victim, timeout=10)
-            if code != 0:
-                notes.append(f"{victim} exited {code} on SIGTERM")
+        notes = self.ours.fault(scenario, victim)
         limit = TIMERS[0] * 3 + HOLD + 15
         successor = wait_for("metal: successor", lambda: self.ours.holder(exclude=[victim]), limit, poll=0.01)
         hop = (self.lab.rig.ipv4(successor),)
@@ -764,25 +750,14 @@ class MetalBench:
                        max(at.values()) - lead, lead - event_at,
                        None if announced is None else announced - lead, notes)
         self.results.handovers.append(run)
-        self.restore(victim, scenario)
+        if self.ours.reboot(victim, scenario) and scenario == "graceful":  # the victim back as after a reboot
+            self.results.anomalies.append(f"metal: the stopped leader {victim} still held {VIP} on lo")
         say(f"  {scenario} {victim}->{successor}: leadership {run.event_to_lead:.3f} s after the event; then the "
             "VIP at " + ", ".join(f"{role} {t * 1000:.1f} ms" for role, t in run.lead_to.items())
             + f", both {run.lead_to_both * 1000:.1f} ms{' NOTE ' + '; '.join(notes) if notes else ''}")
 
-    def restore(self, node: str, scenario: str) -> None:
-        """The node back as after a reboot: no stale VIP, cable in, process started."""
-        if VIP in self.lab.rig.addresses(node, "lo"):
-            if scenario == "graceful":
-                self.results.anomalies.append(f"metal: the stopped leader {node} still held {VIP} on lo")
-            self.lab.rig.run(node, ["ip", "addr", "del", ROUTE, "dev", "lo"], check=False)
-        if scenario == "crash":
-            self.lab.rig.link_up(node)
-        self.ours.restart(node)
-
     def recover(self) -> None:
-        for node in self.lab.nodes:
-            self.lab.rig.link_up(node)
-        self.ours.revive()
+        self.ours.replug_and_revive()
         wait_for("metal: recovery", self.settled, 90, poll=0.05)
 
 
@@ -1040,8 +1015,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one or two runs of each (about a minute)")
     parser.add_argument("--only", type=_sections, metavar="SECTION[,SECTION...]",
                         help=f"sections to run, of: {', '.join(SECTIONS)} (default all)")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the managers', kube-vip's and BIRD's files")
-    parser.add_argument("--details", type=Path, help="write every measurement to this file (JSON lines)")
+    common.add_file_options(parser, "managers', kube-vip's and BIRD's files", details="every measurement")
     args = parser.parse_args()
     args.only = args.only or list(SECTIONS)
     plan = Plan(2, 1, 1, 1, 1, 1) if args.quick else Plan(12, 6, 8, 8, 4, 10)
