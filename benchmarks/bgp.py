@@ -43,22 +43,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import ipaddress
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PREREQUISITES = "bash benchmarks/prerequisites.sh"  # installs everything any benchmark needs
+# what every benchmark shares (benchmarks/ is on sys.path; common.py needs only the standard library)
+import common
+from common import PREREQUISITES, Timeout, say, wait_for, wait_for_optional
 
 try:
     from generic.bgp.exabgp import ExaBgpSpeaker
@@ -71,27 +68,15 @@ try:
     from kubevip_testbed.peers import apiserver as real_apiserver
     from kubevip_testbed.peers import kubevip
     from kubevip_testbed.peers.kubevip import KubeVipBgp, KubeVipNode
-    from kubevip_testbed.rig import netns, prerequisites_missing
+    from kubevip_testbed.rig import prerequisites_missing
 except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test bed is not installed
     raise SystemExit(f"bgp.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
                      "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
 # the sibling benchmark's helpers (benchmarks/ is on sys.path when this file runs), imported after the test bed is
 # known to be there, so that a missing test bed is reported as bgp.py's
-import failover  # noqa: E402
-from failover import (  # noqa: E402
-    WALL_MINUS_MONOTONIC,
-    Prober,
-    Timeout,
-    _exit_on_signal,
-    _stat,
-    _stat_row,
-    say,
-    timers_key,
-    timers_label,
-    wait_for,
-    wait_for_optional,
-)
+import failover
+from failover import WALL_MINUS_MONOTONIC, Prober, _stat, _stat_row, timers_key, timers_label
 
 VIP = "203.0.113.10"
 ROUTE = f"{VIP}/32"
@@ -113,7 +98,18 @@ def hold_label(timers: Sequence[float], hold: int) -> str:
 # -- implementations ------------------------------------------------------------------------------------------
 
 
-class BgpOurs(failover.Ours):
+class RoutedOurs(failover.Ours):
+    """Our managers in a BGP mode (bgp.py's and peering.py's): the VIP on lo, and a crash pulls the cable first,
+    so nothing more leaves the node (not even ExaBGP's FIN) and its session lingers at the router."""
+
+    device = "lo"
+
+    def crash(self, node: str) -> None:
+        self.lab.rig.link_down(node)
+        self.lab.kill(node)
+
+
+class BgpOurs(RoutedOurs):
     """Our managers in BGP mode (VIP on lo, host route through ExaBGP, MED from the Lease's term)."""
 
     def __init__(self, lab: LabCluster, timers: tuple[float, float, float], hold: int) -> None:
@@ -127,16 +123,14 @@ class BgpOurs(failover.Ours):
                               "--localAS", str(NODE_AS), "--bgpHoldTimer", str(self.hold)]
         super().start_all()
 
-    def crash(self, node: str) -> None:
-        self.lab.rig.link_down(node)  # the cable first: nothing more leaves the node (not even ExaBGP's FIN)
-        self.lab.kill(node)
-
     def leadership_after(self, node: str, moment: float) -> float | None:
         return wait_for_optional(lambda: self.tails[node].first("election.started_leading", moment), 2.0)
 
 
 class BgpKubeVip(failover.KubeVip):
     """kube-vip v1.0.0 on every node in BGP mode, the same Lease, VIP, API server, router and rig as ours."""
+
+    device = "lo"
 
     def __init__(self, lab: LabCluster, timers: tuple[float, float, float], hold: int) -> None:
         super().__init__(lab, kubevip.TESTED_VERSION, timers)
@@ -146,14 +140,6 @@ class BgpKubeVip(failover.KubeVip):
         settings = KubeVipBgp(lab.rig.ipv4("router"), ROUTER_AS, NODE_AS, hold_time=hold, keepalive=max(1, hold // 3))
         self.peers = {node: KubeVipNode(lab, node, kubevip.TESTED_VERSION, [int(t) for t in timers], bgp=settings)
                       for node in lab.nodes}
-
-    def stop_all(self) -> None:
-        leader = self.lab.lease_holder()
-        for _node, peer in sorted(self.peers.items(), key=lambda item: item[0] == leader):
-            if peer.alive:
-                peer.terminate()
-        for node in self.lab.nodes:
-            self.lab.rig.run(node, ["ip", "addr", "del", ROUTE, "dev", "lo"], check=False)
 
     def crash(self, node: str) -> None:
         self.lab.rig.link_down(node)
@@ -259,11 +245,7 @@ class Bench:
         assert self.router is not None
         victim = self.ready(impl)
         event_at = time.monotonic()
-        notes: list[str] = []
-        if scenario == "crash":
-            impl.crash(victim)
-        else:
-            notes += impl.graceful(victim)
+        notes = impl.fault(scenario, victim)
         # the hold time bounds how long a dead leader's route can stay preferred
         limit = impl.timers[0] * 3 + impl.hold + 15
         successor = wait_for(f"{impl.name}: successor", lambda: impl.holder(exclude=[victim]), limit, poll=0.01)
@@ -279,15 +261,8 @@ class Bench:
         names = {self.ip(node): node for node in self.lab.nodes}
         run.fib_path = [",".join(names.get(h, h) for h in hops) or "-"
                         for at, hops in self.fib.history() if event_at - 0.5 < at <= fib_at + 0.001][-6:]
-
-        def outage_seen() -> tuple[float, float] | None:
-            found = self.prober.between(event_at, time.monotonic())
-            return max(found, key=lambda o: o[1] - o[0]) if found else None
-
         try:
-            outage = wait_for(f"{impl.name}: client replies after the event", outage_seen, 5.0, poll=0.01)
-            time.sleep(0.1)  # a second gap right after the first would show now
-            outage = max(self.prober.between(event_at, time.monotonic()), key=lambda o: o[1] - o[0])
+            outage, _ = self.prober.outage_after(impl.name, event_at)
             run.outage = outage[1] - outage[0]
             run.fib_to_client = outage[1] - fib_at
         except Timeout:
@@ -300,7 +275,8 @@ class Bench:
             run.lead_to_fib = fib_at - lead
         else:
             run.notes.append(f"{successor}: no leadership logged after the event")
-        self.restore(impl, victim, scenario)
+        if impl.reboot(victim, scenario) and scenario == "graceful":  # the victim back as after a reboot
+            self.anomalies.append(f"{impl.name}: the stopped leader still held {VIP} on lo after its SIGTERM exit")
         dead = "" if run.dead_session_up is None else \
             f", dead session {'up' if run.dead_session_up else 'down'} at the switch"
         lead_text = f", lead->FIB {run.lead_to_fib * 1000:.1f} ms" if run.lead_to_fib is not None else ""
@@ -308,30 +284,14 @@ class Bench:
             f"{lead_text}{dead}; FIB {' > '.join(run.fib_path)}{' NOTE ' + '; '.join(run.notes) if run.notes else ''}")
         return run
 
-    def restore(self, impl: Speaker, node: str, scenario: str) -> None:
-        """Bring the node back as after a reboot: no stale VIP, cable in, process started."""
-        if VIP in self.lab.rig.addresses(node, "lo"):
-            if scenario == "graceful":
-                self.anomalies.append(f"{impl.name}: the stopped leader still held {VIP} on lo after its SIGTERM exit")
-            self.lab.rig.run(node, ["ip", "addr", "del", ROUTE, "dev", "lo"], check=False)
-        if scenario == "crash":
-            self.lab.rig.link_up(node)
-        impl.restart(node)
-
     def recover(self, impl: Speaker) -> None:
-        for node in self.lab.nodes:
-            self.lab.rig.link_up(node)
-        impl.revive()
+        impl.replug_and_revive()
         wait_for(f"{impl.name}: recovery", lambda: self.settled(impl), 90, poll=0.05)
 
     def steady(self, impl: Speaker, seconds: float) -> dict[str, Any]:
         """RSS and CPU over `seconds` at rest, per node: the daemon and every process below it (ExaBGP, its relay)."""
         leader = self.ready(impl)
-        pids = impl.pids()
-        for node, pid in pids.items():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if impl.program not in cmdline or b"manager" not in cmdline:
-                raise RuntimeError(f"PID {pid} of {node} is not a {impl.program.decode()} manager: {cmdline!r}")
+        pids = impl.measured_pids()
         trees = {node: [pid, *descendants(pid)] for node, pid in pids.items()}
         say(f"{impl.name}: steady state for {seconds:g} s (leader {leader}), sampling CPU and RSS of "
             + ", ".join(f"{node} {len(tree)} processes" for node, tree in trees.items()))
@@ -580,8 +540,7 @@ def main() -> int:
                         help="how BIRD breaks a tie between equal routes (default: the older wins, as in FRR)")
     parser.add_argument("--only", type=_cases, metavar="CASE[,CASE...]",
                         help=f"cases to run, of: {', '.join(CASES)}, prefixes (default all)")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the managers' and kube-vip's logs")
-    parser.add_argument("--details", type=Path, help="write every run's measurements to this file (JSON lines)")
+    common.add_file_options(parser, "managers' and kube-vip's logs")
     args = parser.parse_args()
     args.only = args.only or ([*QUICK, "prefixes"] if args.quick else [*CASES, "prefixes"])
     missing = prerequisites_missing() + bird_driver.missing()
@@ -590,36 +549,20 @@ def main() -> int:
     if any(name.startswith("kube-vip") for name in args.only):
         missing += kubevip.missing(kubevip.TESTED_VERSION)
     if missing:
-        print(f"bgp.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs every benchmark prerequisite",
-              file=sys.stderr)
-        return 2
+        return common.cannot_run("bgp.py", missing)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    common.exit_on_signals()
     started = time.monotonic()
     commit = measured_commit()
-    workdir = Path(tempfile.mkdtemp(prefix="kvm-bgpbench-"))
     with contextlib.ExitStack() as stack:
-        def clean_up() -> None:
-            if args.keep_logs:
-                say(f"logs kept in {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-
-        stack.callback(clean_up)  # registered first, so it runs last: the API server stops before its files go
+        workdir = common.scratch_dir(stack, "kvm-bgpbench-", args.keep_logs)
         backend: ApiBackend | None = None
         if any(name in CASES for name in args.only):
-            from kubevip_testbed.peers.lab_backend import RealApiBackend
-            from kubevip_testbed.peers.objects import apply, rendered
-
-            server = stack.enter_context(real_apiserver.RealApiServer(workdir / "kube-apiserver"))
-            apply(server, rendered("rbac"))
-            backend = RealApiBackend(server)
-            say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s")
-        return _run(args, workdir, backend, started, commit)
+            backend = common.real_api_backend(stack, workdir / "kube-apiserver")
+        return _run(args, backend, started, commit)
 
 
-def _run(args: argparse.Namespace, workdir: Path, backend: ApiBackend | None, started: float, commit: str) -> int:
+def _run(args: argparse.Namespace, backend: ApiBackend | None, started: float, commit: str) -> int:
     runs = args.runs or (2 if args.quick else 8)
     steady_seconds = 5.0 if args.quick else 30.0
     lab = LabCluster(timers=DEFAULT[0], vip=VIP, keep_workdir=True, api=backend)
@@ -667,22 +610,13 @@ def _run(args: argparse.Namespace, workdir: Path, backend: ApiBackend | None, st
                 bench.stop_router()
                 prober.stop()
                 fib.close()  # an open socket would keep the router namespace alive after the rig is down
-        left = [name for name in namespaces if netns.exists(name)]
-        say(f"rig down; namespaces left: {len(left)}")
-        if args.details:
-            with args.details.open("w") as out:
-                for run in bench.runs:
-                    out.write(json.dumps(dataclasses.asdict(run)) + "\n")
-                for burst in burst_runs:
-                    out.write(json.dumps(dataclasses.asdict(burst)) + "\n")
+        common.rig_down(namespaces)
+        common.write_details(args.details, [*bench.runs, *burst_runs])
         headline = report(bench, impls, steady, burst_runs, time.monotonic() - started, commit)
         print(json.dumps(headline))
         return 0
     finally:
-        if args.keep_logs:
-            say(f"logs kept in {lab.workdir}")
-        else:
-            shutil.rmtree(lab.workdir, ignore_errors=True)
+        common.keep_or_remove(args.keep_logs, lab.workdir)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ try:
 except ModuleNotFoundError as exc:
     raise SystemExit(f"ddns.py: cannot run: {exc.name} is not installed (bash benchmarks/prerequisites.sh)") from None
 
-from failover import Prober, pct, say, wait_for  # benchmarks/ is on sys.path when this runs
+# benchmarks/ is on sys.path when this runs
+from common import pct, say, wait_for
+from failover import Prober
 
 
 @dataclass

@@ -28,21 +28,19 @@ import contextlib
 import json
 import os
 import random
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-PREREQUISITES = "bash benchmarks/prerequisites.sh"
+# what every benchmark shares (benchmarks/ is on sys.path; common.py needs only the standard library)
+import common
+from common import PREREQUISITES, pct, say
 
 try:
     from kubevip_testbed.dns import DnsLab, dnsmasq_missing
@@ -50,7 +48,7 @@ try:
     from kubevip_testbed.peers import apiserver as real_apiserver
     from kubevip_testbed.peers import kubevip
     from kubevip_testbed.peers.kubevip import KubeVipNode
-    from kubevip_testbed.rig import netns, prerequisites_missing
+    from kubevip_testbed.rig import prerequisites_missing
 except ModuleNotFoundError as exc:
     raise SystemExit(f"dns_move.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
                      "benchmark prerequisite (then run it with .venv/bin/python)") from None
@@ -60,15 +58,6 @@ CASES = ("ours", "ours-1s", "kube-vip")
 QUICK = ("ours", "kube-vip")
 FIRST = "198.51.100.10"
 OLD_GONE_WAIT = 75.0  # seconds: kube-vip's addresses live 60 s after their last refresh
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def poll(what: str, probe: Callable[[], Any], timeout: float, step: float = 0.01) -> Any:
@@ -267,7 +256,7 @@ def _with_every_one(lab: DnsLab, target: str) -> subprocess.Popen[str]:
 def _fmt(values: Sequence[float]) -> str:
     if not values:
         return "-"
-    return f"{statistics.median(values):.3f} / {pct(values, 99):.3f} / {max(values):.3f}"
+    return f"{statistics.median(values):.3f} / {pct(values, 0.99):.3f} / {max(values):.3f}"
 
 
 def report(results: dict[str, tuple[str, list[Change]]], quick: bool) -> dict[str, Any]:
@@ -289,22 +278,11 @@ def report(results: dict[str, tuple[str, list[Change]]], quick: bool) -> dict[st
         key = key.replace("-", "_")
         if reachable:
             headline[f"{key}_reachable_p50_s"] = round(statistics.median(reachable), 3)
-            headline[f"{key}_reachable_p99_s"] = round(pct(reachable, 99), 3)
+            headline[f"{key}_reachable_p99_s"] = round(pct(reachable, 0.99), 3)
         if gone:
             headline[f"{key}_old_gone_p50_s"] = round(statistics.median(gone), 3)
         headline[f"{key}_errors"] = errors
     return headline
-
-
-_MAIN_PID = os.getpid()
-
-
-def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM / SIGHUP unwind, so every `with` cleans up; a forked helper (pyroute2's NetNS forks one and
-    SIGTERMs it) inherits the handler and must just end, never run a copy of the clean-up (failover.py's rule)."""
-    if os.getpid() != _MAIN_PID:
-        os._exit(128 + signum)
-    raise SystemExit(128 + signum)
 
 
 def main() -> int:
@@ -327,25 +305,15 @@ def main() -> int:
     if "kube-vip" in chosen:
         missing += kubevip.missing()
     if missing:
-        print(f"dns_move.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs every benchmark prerequisite",
-              file=sys.stderr)
-        return 2
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+        return common.cannot_run("dns_move.py", missing)
+    common.exit_on_signals()
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="kvm-dns-bench-"))
     results: dict[str, tuple[str, list[Change]]] = {}
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        workdir = common.scratch_dir(stack, "kvm-dns-bench-", keep=False)
         backend: ApiBackend | None = None
         if args.api == "kube-apiserver":
-            from kubevip_testbed.peers.lab_backend import RealApiBackend
-            from kubevip_testbed.peers.objects import apply, rendered
-
-            server = stack.enter_context(real_apiserver.RealApiServer(workdir / "kube-apiserver"))
-            apply(server, rendered("rbac"))
-            backend = RealApiBackend(server)
-            say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s")
+            backend = common.real_api_backend(stack, workdir / "kube-apiserver")
         lab = stack.enter_context(DnsLab(timers=TIMERS, first=FIRST, api=backend))
         namespaces = lab.rig.namespaces
         say(f"rig up ({lab.rig.prefix}); dnsmasq at {lab.rig.ipv4('router')}:53 serves {lab.name}")
@@ -358,8 +326,7 @@ def main() -> int:
         for name in chosen:
             case = cases[name]
             results[name] = (case.name, run_case(lab, case, changes, next_address))
-    left = [name for name in namespaces if netns.exists(name)]
-    say(f"rig down; namespaces left: {len(left)}; {time.monotonic() - started:.0f} s")
+    common.rig_down(namespaces, f"; {time.monotonic() - started:.0f} s")
     print(f"DNS change -> VIP moved: {changes} changes per case, seconds from dnsmasq told (SIGHUP); "
           f"{os.cpu_count()} CPUs; API: {args.api}")
     headline = report(results, args.quick)

@@ -38,25 +38,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
-import shutil
-import signal
 import socket
 import statistics
 import struct
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
-PREREQUISITES = "bash benchmarks/prerequisites.sh"  # installs everything any benchmark needs
+# what every benchmark shares (benchmarks/ is on sys.path; common.py needs only the standard library)
+import common
+from common import PREREQUISITES, Timeout, pct, say, wait_for, wait_for_optional
 
 try:
     from kubevip_testbed.lab.api_backend import ApiBackend
@@ -71,7 +67,6 @@ except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test b
     raise SystemExit(f"failover.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
                      "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
-T = TypeVar("T")
 VIP = "198.51.100.10"
 DEFAULT, EQUAL, FAST = (5.0, 3.0, 1.0), (3.0, 2.0, 1.0), (1.0, 0.75, 0.2)
 CASES = ("ours", "ours-3-2-1", "ours-fast", "kube-vip", "kube-vip-3-2-1", "kube-vip-v0.7.2", "keepalived-v2",
@@ -83,32 +78,6 @@ FLIP_TARGET_MS = 10.0
 RSS_TARGET_MB = 55.0  # issue #11 item 6: the ARP control plane at rest
 CPU_TARGET_LEADER_PCT = 0.3
 CPU_TARGET_FOLLOWER_PCT = 0.1
-_T0 = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-class Timeout(RuntimeError):
-    pass
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, poll: float = 0.02) -> T:
-    """Poll `probe` until it returns something other than None/False; Timeout after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise Timeout(f"{what}: not within {timeout:g} s")
-        time.sleep(poll)
 
 
 def timers_label(timers: Sequence[float]) -> str:
@@ -160,6 +129,19 @@ class Prober:
         """Outages that ended after `start` and began before `end`."""
         with self._lock:
             return [o for o in self.outages if o[1] > start and o[0] < end]
+
+    def outage_after(self, what: str, event_at: float) -> tuple[tuple[float, float], list[tuple[float, float]]]:
+        """The longest outage since a fault at `event_at` and every outage since: waited for (an outage is
+        reported when replies resume), then 0.1 s more so that a second gap right after the first shows too.
+        Timeout when replies never paused for more than three intervals within 5 s."""
+        def seen() -> tuple[float, float] | None:
+            found = self.between(event_at, time.monotonic())
+            return max(found, key=lambda o: o[1] - o[0]) if found else None
+
+        wait_for(f"{what}: client replies after the event", seen, 5.0, poll=0.01)
+        time.sleep(0.1)
+        found = self.between(event_at, time.monotonic())
+        return max(found, key=lambda o: o[1] - o[0]), found
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -294,6 +276,7 @@ class Implementation:
     name = ""
     key = ""
     settle_extra = 0.0  # how long a (re)started follower must have watched before the next run
+    device = "eth0"  # where a node holds the lab's VIP (bgp.py's and peering.py's on lo)
 
     def __init__(self, lab: LabCluster) -> None:
         self.lab = lab
@@ -317,6 +300,13 @@ class Implementation:
     def graceful(self, node: str) -> list[str]:
         raise NotImplementedError
 
+    def fault(self, scenario: str, node: str) -> list[str]:
+        """The scenario's fault on `node`: "crash" or else graceful; notes on anything unexpected."""
+        if scenario == "crash":
+            self.crash(node)
+            return []
+        return self.graceful(node)
+
     def restart(self, node: str) -> None:
         raise NotImplementedError
 
@@ -329,9 +319,36 @@ class Implementation:
 
     program = b""  # a word every measured PID's command line must contain
 
+    def measured_pids(self) -> dict[str, int]:
+        """`pids()`, each checked to be this implementation's manager: a PID reused by something else would
+        measure the wrong process."""
+        pids = self.pids()
+        for node, pid in pids.items():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if self.program not in cmdline or b"manager" not in cmdline:
+                raise RuntimeError(f"PID {pid} of {node} is not a {self.program.decode()} manager: {cmdline!r}")
+        return pids
+
     def revive(self) -> None:
         """Start whatever is not running (after a failed run)."""
         raise NotImplementedError
+
+    def reboot(self, node: str, scenario: str) -> bool:
+        """Bring the node back as after a reboot: no stale VIP, cable in, process started. Whether the node still
+        held the VIP (after a graceful stop, an anomaly: the daemon should have removed it)."""
+        stale = self.lab.vip in self.lab.rig.addresses(node, self.device)
+        if stale:
+            self.lab.rig.run(node, ["ip", "addr", "del", f"{self.lab.vip}/32", "dev", self.device], check=False)
+        if scenario == "crash":
+            self.lab.rig.link_up(node)
+        self.restart(node)
+        return stale
+
+    def replug_and_revive(self) -> None:
+        """After a failed run: every cable in, every process running."""
+        for node in self.lab.nodes:
+            self.lab.rig.link_up(node)
+        self.revive()
 
     def annotate(self, run: Run, event_at: float, client_at: float | None, garp_at: float | None) -> None:
         """Add log-derived timings to a run."""
@@ -506,7 +523,7 @@ class KubeVip(Implementation):
             if peer.alive:
                 peer.terminate()
         for node in self.lab.nodes:  # v0.7.2 leaves its VIP behind on SIGTERM
-            self.lab.rig.run(node, ["ip", "addr", "del", f"{VIP}/32", "dev", "eth0"], check=False)
+            self.lab.rig.run(node, ["ip", "addr", "del", f"{self.lab.vip}/32", "dev", self.device], check=False)
 
     def holder(self, exclude: Sequence[str] = ()) -> str | None:
         holders = [node for node in self.lab.holders() if node not in exclude]
@@ -557,13 +574,6 @@ class KubeVip(Implementation):
                 run.lead_to_garp = garp_at - lead
 
 
-def wait_for_optional(probe: Callable[[], T | None], timeout: float) -> T | None:
-    try:
-        return wait_for("", probe, timeout, poll=0.05)
-    except Timeout:
-        return None
-
-
 # -- the runs -------------------------------------------------------------------------------------------------
 
 
@@ -612,26 +622,13 @@ class Bench:
             for start, end in self.prober.between(self._calm_from, event_at):
                 self.background.append((impl.name, end - start))
                 say(f"  gap of {(end - start) * 1000:.1f} ms between runs, {event_at - end:.1f} s before the event")
-        notes: list[str] = []
-        if scenario == "crash":
-            impl.crash(victim)
-        else:
-            notes += impl.graceful(victim)
+        notes = impl.fault(scenario, victim)
         successor = wait_for(f"{impl.name}: successor", lambda: impl.holder(exclude=[victim]),
                              impl.takeover_timeout(), poll=0.01)
         took_over = time.monotonic()
-
-        def outage_seen() -> tuple[float, float] | None:
-            found = self.prober.between(event_at, time.monotonic())
-            return max(found, key=lambda o: o[1] - o[0]) if found else None
-
         client_at: float | None
         try:
-            # the outage is reported when replies resume
-            outage = wait_for(f"{impl.name}: client replies after the event", outage_seen, 5.0, poll=0.01)
-            time.sleep(0.1)  # a second gap right after the first would show now
-            found = self.prober.between(event_at, time.monotonic())
-            outage = max(found, key=lambda o: o[1] - o[0])
+            outage, found = self.prober.outage_after(impl.name, event_at)
             self._calm_from = time.monotonic()
             run = Run(impl.name, scenario, victim, successor, outage[1] - outage[0],
                       extra_outages=[e - s for s, e in found if (s, e) != outage],
@@ -647,7 +644,8 @@ class Bench:
         run.notes += notes
         garp_at = wait_for_optional(lambda: self.sniffer.first(self.lab.rig.mac(successor), event_at), 1.0)
         impl.annotate(run, event_at, client_at, garp_at)
-        self.restore(impl, victim, scenario)
+        if impl.reboot(victim, scenario) and scenario == "graceful":  # the victim back as after a reboot
+            self.anomalies.append(f"{impl.name}: {victim} still held {VIP} after its SIGTERM exit")
         lead = f", lead->client {run.lead_to_client * 1000:.1f} ms" if run.lead_to_client is not None else ""
         say(f"  {scenario} run {victim}->{successor}: outage {run.outage:.3f} s"
             f"{' (below threshold)' if run.below_threshold else ''}{lead}"
@@ -655,31 +653,15 @@ class Bench:
             f"{' NOTE ' + '; '.join(run.notes) if run.notes else ''}")
         return run
 
-    def restore(self, impl: Implementation, node: str, scenario: str) -> None:
-        """Bring the node back as after a reboot: no stale VIP, cable in, process started."""
-        if VIP in self.lab.rig.addresses(node):
-            if scenario == "graceful":
-                self.anomalies.append(f"{impl.name}: {node} still held {VIP} after its SIGTERM exit")
-            self.lab.rig.run(node, ["ip", "addr", "del", f"{VIP}/32", "dev", "eth0"], check=False)
-        if scenario == "crash":
-            self.lab.rig.link_up(node)
-        impl.restart(node)
-
     def recover(self, impl: Implementation) -> None:
         """After a failed run: every cable in, every process running, then wait for a holder."""
-        for node in self.lab.nodes:
-            self.lab.rig.link_up(node)
-        impl.revive()
+        impl.replug_and_revive()
         wait_for(f"{impl.name}: recovery", impl.holder, 60)
 
     def steady(self, impl: Implementation, seconds: float) -> dict[str, Any]:
         """RSS and CPU of each daemon over `seconds` of steady state (no fault, one leader)."""
         leader = self.ready(impl)
-        pids = impl.pids()
-        for node, pid in pids.items():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if impl.program not in cmdline or b"manager" not in cmdline:
-                raise RuntimeError(f"PID {pid} of {node} is not a {impl.program.decode()} manager: {cmdline!r}")
+        pids = impl.measured_pids()
         say(f"{impl.name}: steady state for {seconds:g} s (leader {leader}), sampling CPU and RSS")
         before = {node: _stat(pid)[0] for node, pid in pids.items()}
         self.lab.api.reset_request_counts()
@@ -811,18 +793,6 @@ def targets(impl: Implementation, scenario: str) -> tuple[str, float | None]:
     return "reference", None
 
 
-_MAIN_PID = os.getpid()
-
-
-def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM / SIGHUP unwind like Ctrl-C, so every `finally` and `with` below cleans up. Only here: a forked
-    helper (pyroute2's NetNS forks one and SIGTERMs it) inherits the handler and must just end, as by default,
-    never run a copy of our clean-up."""
-    if os.getpid() != _MAIN_PID:
-        os._exit(128 + signum)
-    raise SystemExit(128 + signum)
-
-
 def _cases(text: str) -> list[str]:
     chosen = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in CASES]
@@ -857,8 +827,7 @@ def main() -> int:
                         help="the Kubernetes API the managers and kube-vip use (default: a real kube-apiserver)")
     parser.add_argument("--only", type=_cases, metavar="CASE[,CASE...]",
                         help=f"cases to run, of: {', '.join(CASES)} (default all)")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the managers' and keepalived's logs")
-    parser.add_argument("--details", type=Path, help="write every run's measurements to this file (JSON lines)")
+    common.add_file_options(parser, "managers' and keepalived's logs")
     args = parser.parse_args()
     args.only = args.only or (list(QUICK) if args.quick else list(CASES))
     runs = args.runs or (1 if args.quick else 20)
@@ -879,31 +848,15 @@ def main() -> int:
         except KeepalivedError as exc:
             missing.append(str(exc))
     if missing:
-        print(f"failover.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs every benchmark "
-              "prerequisite", file=sys.stderr)
-        return 2
+        return common.cannot_run("failover.py", missing)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    common.exit_on_signals()
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="kvm-failover-"))
     with contextlib.ExitStack() as stack:
-        def clean_up() -> None:
-            if args.keep_logs:
-                say(f"logs kept in {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-
-        stack.callback(clean_up)  # registered first, so it runs last: the API server stops before its files go
+        workdir = common.scratch_dir(stack, "kvm-failover-", args.keep_logs)
         backend: ApiBackend | None = None
         if args.api == "kube-apiserver":
-            from kubevip_testbed.peers.lab_backend import RealApiBackend
-            from kubevip_testbed.peers.objects import apply, rendered
-
-            server = stack.enter_context(real_apiserver.RealApiServer(workdir / "kube-apiserver"))
-            apply(server, rendered("rbac"))
-            backend = RealApiBackend(server)
-            say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s")
+            backend = common.real_api_backend(stack, workdir / "kube-apiserver")
         return _run(args, runs, steady_seconds, workdir, backend, started)
 
 
@@ -949,21 +902,14 @@ def _run(args: argparse.Namespace, runs: int, steady_seconds: dict[str, float], 
                     prober.stop()
                 if sniffer is not None:
                     sniffer.close()
-        left = [name for name in namespaces if netns.exists(name)]
-        say(f"rig down; namespaces left: {len(left)}")
-        if args.details:
-            with args.details.open("w") as out:
-                for run in bench.runs:
-                    out.write(json.dumps(dataclasses.asdict(run)) + "\n")
+        common.rig_down(namespaces)
+        common.write_details(args.details, bench.runs)
         headline = report(bench, cases, steady, runs, time.monotonic() - started)
         headline["api"] = args.api
         print(json.dumps(headline))
         return 0
     finally:
-        if args.keep_logs:
-            say(f"logs kept in {lab.workdir}")
-        else:
-            shutil.rmtree(lab.workdir, ignore_errors=True)
+        common.keep_or_remove(args.keep_logs, lab.workdir)
 
 
 if __name__ == "__main__":

@@ -73,11 +73,7 @@ import logging
 import os
 import platform
 import random
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,7 +83,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PREREQUISITES = "bash benchmarks/prerequisites.sh"  # installs everything any benchmark needs
+# what every benchmark shares (benchmarks/ is on sys.path; common.py needs only the standard library)
+import common
+from common import PREREQUISITES, Timeout, say, wait_for, wait_for_optional
 
 try:
     from generic import logfmt
@@ -113,25 +111,16 @@ try:
     from kubevip_testbed.peers import apiserver as real_apiserver
     from kubevip_testbed.peers import kubevip
     from kubevip_testbed.peers.kubevip import KubeVipBgp, KubeVipNode
-    from kubevip_testbed.rig import netns, prerequisites_missing
+    from kubevip_testbed.rig import prerequisites_missing
 except ModuleNotFoundError as exc:  # not the virtualenv's Python, or the test bed is not installed
     raise SystemExit(f"peering.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
                      "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
 # the sibling benchmarks' helpers (benchmarks/ is on sys.path when this file runs), imported after the test bed
 # is known to be there, so that a missing test bed is reported as peering.py's
-import failover  # noqa: E402
-from bgp import bird_version, measured_commit  # noqa: E402
-from failover import (  # noqa: E402
-    WALL_MINUS_MONOTONIC,
-    LogTail,
-    Timeout,
-    _exit_on_signal,
-    _stat_row,
-    say,
-    wait_for,
-    wait_for_optional,
-)
+import failover
+from bgp import RoutedOurs, bird_version, measured_commit
+from failover import WALL_MINUS_MONOTONIC, LogTail, _stat_row
 
 VIP = "203.0.113.10"
 ROUTE = f"{VIP}/32"
@@ -281,6 +270,29 @@ def rotated(peer: MetalPeer, number: int) -> MetalPeer:
     return dataclasses.replace(peer, password=f"{base}-Pass{number}")
 
 
+@dataclass
+class Rotation:
+    """One password rotation as both rotation benches (ours by annotations, kube-vip by restart) plan it: peer
+    `number % 2` is rotated, the other is left alone; every session is watched from its state `before`."""
+
+    victim: MetalPeer
+    other: MetalPeer
+    new: MetalPeer  # the victim with its new password
+    peers: list[MetalPeer]  # the peer list after the rotation
+    watched: list[str]  # every node's session to every peer
+    before: dict[str, str]  # BIRD's `since` of each watched session
+    changed: list[str]  # the victim's sessions, which must come back with the new password
+
+    @classmethod
+    def plan(cls, lab: LabCluster, view: View, peers: Sequence[MetalPeer], number: int, serial: int) -> Rotation:
+        victim, other = peers[number % 2], peers[(number + 1) % 2]
+        watched = names_of(lab, peers)
+        before = view.since(watched)
+        new = rotated(victim, serial)
+        return cls(victim, other, new, [new if p == victim else p for p in peers], watched, before,
+                   names_of(lab, [victim]))
+
+
 def write_annotations(api: Any, node: str, wanted: Mapping[str, str]) -> float:
     """Make the node's annotations under PREFIX exactly `wanted`: one merge PATCH, whose start is returned."""
     from kubernetes import client
@@ -363,16 +375,12 @@ class Results:
 # -- 1. annotations -------------------------------------------------------------------------------------------
 
 
-class AnnotatedOurs(failover.Ours):
+class AnnotatedOurs(RoutedOurs):
     """Our managers with `--annotations PREFIX`, the VIP on lo, peers from the CCM-style annotations."""
 
     def __init__(self, lab: LabCluster) -> None:
         super().__init__(lab, TIMERS)
         self.name = "kube-vip-metal --annotations"
-
-    def crash(self, node: str) -> None:
-        self.lab.rig.link_down(node)
-        self.lab.kill(node)
 
 
 class AnnotationBench:
@@ -417,15 +425,11 @@ class AnnotationBench:
         """One peer's password rotated: at its router, then in every node's annotations (the order of
         tests/test_bgp_discovered_rig.py), timed from each node's PATCH; or, `router_last`, the annotations first
         and the router a random 0.5-3 s later, timed from the router's `birdc configure` (as the floor)."""
-        victim = self.peers[number % 2]
-        other = self.peers[(number + 1) % 2]
         leader = self.ready(self.peers)
-        watched = names_of(self.lab, self.peers)
-        before = self.view.since(watched)
         self.rotations += 1
-        new = rotated(victim, self.rotations)
-        peers = [new if p == victim else p for p in self.peers]
-        changed = names_of(self.lab, [victim])
+        plan = Rotation.plan(self.lab, self.view, self.peers, number, self.rotations)
+        victim, other, peers, watched, before, changed = (plan.victim, plan.other, plan.peers, plan.watched,
+                                                          plan.before, plan.changed)
         section = "rotation-router-last" if router_last else "rotation"
         if router_last:
             started = min(self.annotate_all(api, peers).values())
@@ -603,6 +607,8 @@ def kube_vip_settings(peers: Sequence[MetalPeer]) -> KubeVipPeers:
 class KubeVipBench(failover.KubeVip):
     """kube-vip v1.0.0 on every node, BGP control plane with Lease election, peered with both routers."""
 
+    device = "lo"
+
     def __init__(self, lab: LabCluster, routers: Routers, view: View, results: Results,
                  peers: Sequence[MetalPeer]) -> None:
         super().__init__(lab, kubevip.TESTED_VERSION, TIMERS)
@@ -613,14 +619,6 @@ class KubeVipBench(failover.KubeVip):
                                         bgp=kube_vip_settings(peers)) for node in lab.nodes}
         self.rotations = 200
         self.restarted_by_us: set[int] = set()
-
-    def stop_all(self) -> None:
-        leader = self.lab.lease_holder()
-        for _node, peer in sorted(self.peers.items(), key=lambda item: item[0] == leader):
-            if peer.alive:
-                peer.terminate()
-        for node in self.lab.nodes:
-            self.lab.rig.run(node, ["ip", "addr", "del", ROUTE, "dev", "lo"], check=False)
 
     def settled(self) -> str | None:
         leader = self.holder()
@@ -646,15 +644,11 @@ class KubeVipBench(failover.KubeVip):
                 peer.start()
 
     def rotation(self, number: int) -> None:
-        victim = self.bgp_peers[number % 2]
-        other = self.bgp_peers[(number + 1) % 2]
         leader = self.ready()
-        watched = names_of(self.lab, self.bgp_peers)
-        before = self.view.since(watched)
         self.rotations += 1
-        new = rotated(victim, self.rotations)
-        peers = [new if p == victim else p for p in self.bgp_peers]
-        changed = names_of(self.lab, [victim])
+        plan = Rotation.plan(self.lab, self.view, self.bgp_peers, number, self.rotations)
+        victim, other, peers, watched, before, changed = (plan.victim, plan.other, plan.peers, plan.watched,
+                                                          plan.before, plan.changed)
         started = reconfigure_router(self.lab, self.routers, victim.role, [p for p in peers if p.role == victim.role])
         self.bgp_peers = peers
         self.view.wait_dropped({n: before[n] for n in changed}, 10)
@@ -707,14 +701,10 @@ class KubeVipBench(failover.KubeVip):
 # -- 2. Metal: leadership -> the route at both routers --------------------------------------------------------
 
 
-class MetalOurs(failover.Ours):
+class MetalOurs(RoutedOurs):
     def __init__(self, lab: LabCluster) -> None:
         super().__init__(lab, TIMERS)
         self.name = "kube-vip-metal --metal --bgp"
-
-    def crash(self, node: str) -> None:
-        self.lab.rig.link_down(node)  # the cable first: nothing more leaves the node
-        self.lab.kill(node)
 
 
 class MetalBench:
@@ -742,13 +732,7 @@ class MetalBench:
     def one(self, scenario: str) -> None:
         victim = self.ready()
         event_at = time.monotonic()
-        notes: list[str] = []
-        if scenario == "crash":
-            self.ours.crash(victim)
-        else:
-            code = self.lab.terminate(victim, timeout=10)
-            if code != 0:
-                notes.append(f"{victim} exited {code} on SIGTERM")
+        notes = self.ours.fault(scenario, victim)
         limit = TIMERS[0] * 3 + HOLD + 15
         successor = wait_for("metal: successor", lambda: self.ours.holder(exclude=[victim]), limit, poll=0.01)
         hop = (self.lab.rig.ipv4(successor),)
@@ -766,25 +750,14 @@ class MetalBench:
                        max(at.values()) - lead, lead - event_at,
                        None if announced is None else announced - lead, notes)
         self.results.handovers.append(run)
-        self.restore(victim, scenario)
+        if self.ours.reboot(victim, scenario) and scenario == "graceful":  # the victim back as after a reboot
+            self.results.anomalies.append(f"metal: the stopped leader {victim} still held {VIP} on lo")
         say(f"  {scenario} {victim}->{successor}: leadership {run.event_to_lead:.3f} s after the event; then the "
             "VIP at " + ", ".join(f"{role} {t * 1000:.1f} ms" for role, t in run.lead_to.items())
             + f", both {run.lead_to_both * 1000:.1f} ms{' NOTE ' + '; '.join(notes) if notes else ''}")
 
-    def restore(self, node: str, scenario: str) -> None:
-        """The node back as after a reboot: no stale VIP, cable in, process started."""
-        if VIP in self.lab.rig.addresses(node, "lo"):
-            if scenario == "graceful":
-                self.results.anomalies.append(f"metal: the stopped leader {node} still held {VIP} on lo")
-            self.lab.rig.run(node, ["ip", "addr", "del", ROUTE, "dev", "lo"], check=False)
-        if scenario == "crash":
-            self.lab.rig.link_up(node)
-        self.ours.restart(node)
-
     def recover(self) -> None:
-        for node in self.lab.nodes:
-            self.lab.rig.link_up(node)
-        self.ours.revive()
+        self.ours.replug_and_revive()
         wait_for("metal: recovery", self.settled, 90, poll=0.05)
 
 
@@ -860,10 +833,9 @@ def run_annotations(args: argparse.Namespace, plan: Plan, backend: ApiBackend | 
                 results.anomalies += [f"a read of BIRD's sessions contradicted by the next: {g}" for g in view.glitches]
                 view.close()  # an open socket would keep a router namespace alive after the rig is down
                 routers.stop()
-        left = [name for name in namespaces if netns.exists(name)]
-        say(f"rig down; namespaces left: {len(left)}")
+        common.rig_down(namespaces)
     finally:
-        _keep_or_remove(args, lab.workdir)
+        common.keep_or_remove(args.keep_logs, lab.workdir)
 
 
 def _handover(bench: MetalBench, scenario: str, _number: int) -> None:
@@ -899,17 +871,9 @@ def run_metal(args: argparse.Namespace, plan: Plan, backend: ApiBackend | None, 
                 results.anomalies += [f"a read of BIRD's sessions contradicted by the next: {g}" for g in view.glitches]
                 view.close()
                 routers.stop()
-        left = [name for name in namespaces if netns.exists(name)]
-        say(f"rig down; namespaces left: {len(left)}")
+        common.rig_down(namespaces)
     finally:
-        _keep_or_remove(args, lab.workdir)
-
-
-def _keep_or_remove(args: argparse.Namespace, path: Path) -> None:
-    if args.keep_logs:
-        say(f"logs kept in {path}")
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+        common.keep_or_remove(args.keep_logs, lab.workdir)
 
 
 # -- report ---------------------------------------------------------------------------------------------------
@@ -1051,8 +1015,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one or two runs of each (about a minute)")
     parser.add_argument("--only", type=_sections, metavar="SECTION[,SECTION...]",
                         help=f"sections to run, of: {', '.join(SECTIONS)} (default all)")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the managers', kube-vip's and BIRD's files")
-    parser.add_argument("--details", type=Path, help="write every measurement to this file (JSON lines)")
+    common.add_file_options(parser, "managers', kube-vip's and BIRD's files", details="every measurement")
     args = parser.parse_args()
     args.only = args.only or list(SECTIONS)
     plan = Plan(2, 1, 1, 1, 1, 1) if args.quick else Plan(12, 6, 8, 8, 4, 10)
@@ -1060,41 +1023,27 @@ def main() -> int:
     if "kube-vip" in args.only:
         missing += kubevip.missing(kubevip.TESTED_VERSION)
     if missing:
-        print(f"peering.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs every benchmark "
-              "prerequisite", file=sys.stderr)
-        return 2
+        return common.cannot_run("peering.py", missing)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+    common.exit_on_signals()
     started = time.monotonic()
     started_at = datetime.now(UTC)
     load_start = os.getloadavg()
     commit = measured_commit()
     results = Results()
-    workdir = Path(tempfile.mkdtemp(prefix="kvm-peeringbench-"))
     with contextlib.ExitStack() as stack:
-        stack.callback(lambda: _keep_or_remove(args, workdir))  # runs last: the API server stops before its files go
+        workdir = common.scratch_dir(stack, "kvm-peeringbench-", args.keep_logs)
         # the test bed's and the floor speaker's own log lines go to a file, so stderr is the progress alone
         log_file = stack.enter_context((workdir / "benchmark.log").open("a"))
         logfmt.configure(logging.INFO, logfmt.LogFormat.JSON, stream=log_file)
         stack.callback(logging.getLogger().handlers.clear)  # before the file closes
-        from kubevip_testbed.peers.lab_backend import RealApiBackend
-        from kubevip_testbed.peers.objects import apply, rendered
-
-        server = stack.enter_context(real_apiserver.RealApiServer(workdir / "kube-apiserver"))
-        apply(server, rendered("rbac"))
-        backend = RealApiBackend(server)
-        say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s; measuring "
-            f"{commit}")
+        backend = common.real_api_backend(stack, workdir / "kube-apiserver")
+        say(f"measuring {commit}")
         if any(name in args.only for name in ("annotations", "floor", "kube-vip")):
             run_annotations(args, plan, backend, results, workdir)
         if "metal" in args.only:
             run_metal(args, plan, backend, results)
-    if args.details:
-        with args.details.open("w") as out:
-            items: list[Sample | Change | Handover] = [*results.samples, *results.changes, *results.handovers]
-            for item in items:
-                out.write(json.dumps({"kind": type(item).__name__, **dataclasses.asdict(item)}) + "\n")
+    common.write_details(args.details, [*results.samples, *results.changes, *results.handovers], kind=True)
     headline = report(results, plan, started_at, time.monotonic() - started, commit, (load_start, os.getloadavg()))
     print(json.dumps(headline))
     return 0

@@ -36,11 +36,8 @@ import contextlib
 import ipaddress
 import json
 import platform
-import shutil
-import signal
 import socket
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -49,7 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PREREQUISITES = "bash benchmarks/prerequisites.sh"
+# what every benchmark shares (benchmarks/ is on sys.path; common.py needs only the standard library)
+import common
+from common import PREREQUISITES, Timeout, say, wait_for
 
 try:
     from kubevip_testbed import bird as bird_driver
@@ -64,8 +63,8 @@ except ModuleNotFoundError as exc:
     raise SystemExit(f"services.py: cannot run: {exc.name} is not installed; `{PREREQUISITES}` installs every "
                      "benchmark prerequisite (then run it with .venv/bin/python)") from None
 
-from bgp import bird_version, descendants, measured_commit  # noqa: E402
-from failover import LogTail, Timeout, _exit_on_signal, _stat, say, wait_for  # noqa: E402
+from bgp import bird_version, descendants, measured_commit
+from failover import LogTail, _stat
 
 CP_VIP = "203.0.113.10"
 ARP_CP_VIP = "198.51.100.10"
@@ -370,18 +369,11 @@ def ours_bgp(lab: LabCluster, backend: ApiBackend, sizes: Sequence[int], nodes: 
             except (Timeout, TimeoutError) as exc:
                 burst.notes.append(f"not all routes: {exc}")
             time.sleep(1.0)  # the log's last lines written
-            serving = [t for tail in tails.values() for t in events_since(tail, "service.serving", started)]
-            added = [t for tail in tails.values() for t in events_since(tail, "vip.added", started)]
-            if serving:
-                burst.serving_first, burst.serving_last = min(serving) - started, max(serving) - started
-            if added:
-                burst.vip_added_last, burst.vips_added = max(added) - started, len(added)
+            _from_logs(burst, tails, started)
             say(f"  all {size:,} in the FIB after {_s(burst.to_all)} s (serving {_s(burst.serving_first)}.."
-                f"{_s(burst.serving_last)} s, last vip.added {_s(burst.vip_added_last)} s, {len(added)} added)"
-                + (f"; {fib.lost} rtnetlink overflows" if fib.lost else ""))
-            burst.settled = settle(backend, SETTLE_CAP)
-            say(f"  writes settled after {burst.settled:.1f} s")
-            burst.rest = at_rest(lab, {n: lab.managers[n].pid for n in nodes}, rest_s, backend)
+                f"{_s(burst.serving_last)} s, last vip.added {_s(burst.vip_added_last)} s, {burst.vips_added or 0} "
+                "added)" + (f"; {fib.lost} rtnetlink overflows" if fib.lost else ""))
+            _settle_and_rest(lab, backend, burst, {n: lab.managers[n].pid for n in nodes}, rest_s)
             if index < len(sizes) - 1 or not keep_last:
                 say(f"  deleting the {size:,}")
                 begun = time.monotonic()
@@ -400,23 +392,30 @@ def ours_bgp(lab: LabCluster, backend: ApiBackend, sizes: Sequence[int], nodes: 
 _ROUTERS: dict[int, Bird] = {}
 
 
-def ours_arp(lab: LabCluster, backend: ApiBackend, size: int, rest_s: float) -> Burst:
+def _start_arp(lab: LabCluster, backend: ApiBackend, lease: str, what: str) -> dict[str, LogTail]:
+    """Every node's manager started (their logs followed from here), `lease` held, the client's route to the
+    Services' range on its LAN: what both ARP cases begin with."""
     tails = {node: LogTail(lab.log_path(node)) for node in lab.nodes}
     for node in lab.nodes:
         lab.start(node)
-    wait_for("services Lease holder", lambda: backend.lease_holder("kube-system", "plndr-svcs-lock") or None, 30)
-    holder = backend.lease_holder("kube-system", "plndr-svcs-lock")
+    wait_for(what, lambda: backend.lease_holder("kube-system", lease) or None, 30)
     lab.rig.run("client", ["ip", "route", "replace", "100.64.0.0/16", "dev", "eth0"])
+    return tails
+
+
+def _arp_burst(lab: LabCluster, backend: ApiBackend, tails: dict[str, LogTail], burst: Burst
+               ) -> dict[str, tuple[float, str]]:
+    """`burst.services` Services created at once, timed from the first create to the last VIP answering the
+    client's ARP, and split by the managers' logs; the replies (first per VIP: when, from which MAC)."""
+    size = burst.services
     services = [(f"svc-{i}", arp_vip(i)) for i in range(size)]
     sweeper = ArpSweeper(lab, [address for _, address in services])
     try:
-        say(f"ARP: {size:,} Services (Lease holder {holder}); creating")
         for tail in tails.values():
             tail.poll()
         started = time.monotonic()
-        created = create(backend, services)
-        say(f"  created in {created:.2f} s; waiting for every VIP to answer ARP")
-        burst = Burst(f"ours, ARP, 3 nodes ({holder} serves)", f"ours_arp_{size}", size, len(lab.nodes), created, None)
+        burst.created = create(backend, services)
+        say(f"  created in {burst.created:.2f} s; waiting for every VIP to answer ARP")
         try:
             wait_for("every VIP answering ARP", lambda: sweeper.answered() == size, max(60.0, size / 20), poll=0.05)
         except Timeout as exc:
@@ -424,24 +423,43 @@ def ours_arp(lab: LabCluster, backend: ApiBackend, size: int, rest_s: float) -> 
         replies = dict(sweeper.replies)
         if replies:
             burst.to_all = max(t for t, _ in replies.values()) - started
-        macs = {mac for _, mac in replies.values()}
-        who = sorted(str(lab.node_of_mac(mac)) for mac in macs)
-        if who != [holder]:
-            burst.notes.append(f"ARP replies came from {who}, the Lease holder is {holder}")
         time.sleep(1.0)
-        serving = [t for tail in tails.values() for t in events_since(tail, "service.serving", started)]
-        added = [t for tail in tails.values() for t in events_since(tail, "vip.added", started)]
-        if serving:
-            burst.serving_first, burst.serving_last = min(serving) - started, max(serving) - started
-        if added:
-            burst.vip_added_last, burst.vips_added = max(added) - started, len(added)
-        say(f"  {len(replies):,} answered, the last after {_s(burst.to_all)} s (from {who}; serving "
-            f"{_s(burst.serving_first)}..{_s(burst.serving_last)} s, last vip.added {_s(burst.vip_added_last)} s)")
+        _from_logs(burst, tails, started)
     finally:
         sweeper.close()
+    return replies
+
+
+def _from_logs(burst: Burst, tails: dict[str, LogTail], started: float) -> None:
+    """The burst's split from the managers' JSON logs: first and last `service.serving`, last `vip.added`."""
+    serving = [t for tail in tails.values() for t in events_since(tail, "service.serving", started)]
+    added = [t for tail in tails.values() for t in events_since(tail, "vip.added", started)]
+    if serving:
+        burst.serving_first, burst.serving_last = min(serving) - started, max(serving) - started
+    if added:
+        burst.vip_added_last, burst.vips_added = max(added) - started, len(added)
+
+
+def _settle_and_rest(lab: LabCluster, backend: ApiBackend, burst: Burst, pids: dict[str, int], rest_s: float) -> None:
+    """After a burst: until the writes drain (at most SETTLE_CAP), then the window at rest."""
     burst.settled = settle(backend, SETTLE_CAP)
     say(f"  writes settled after {burst.settled:.1f} s")
-    burst.rest = at_rest(lab, {n: p.pid for n, p in lab.managers.items()}, rest_s, backend)
+    burst.rest = at_rest(lab, pids, rest_s, backend)
+
+
+def ours_arp(lab: LabCluster, backend: ApiBackend, size: int, rest_s: float) -> Burst:
+    """`--services` by ARP on three nodes: the holder of the `plndr-svcs-lock` Lease serves every Service."""
+    tails = _start_arp(lab, backend, "plndr-svcs-lock", "services Lease holder")
+    holder = backend.lease_holder("kube-system", "plndr-svcs-lock")
+    say(f"ARP: {size:,} Services (Lease holder {holder}); creating")
+    burst = Burst(f"ours, ARP, 3 nodes ({holder} serves)", f"ours_arp_{size}", size, len(lab.nodes), 0.0, None)
+    replies = _arp_burst(lab, backend, tails, burst)
+    who = sorted(str(lab.node_of_mac(mac)) for mac in {mac for _, mac in replies.values()})
+    if who != [holder]:
+        burst.notes.append(f"ARP replies came from {who}, the Lease holder is {holder}")
+    say(f"  {len(replies):,} answered, the last after {_s(burst.to_all)} s (from {who}; serving "
+        f"{_s(burst.serving_first)}..{_s(burst.serving_last)} s, last vip.added {_s(burst.vip_added_last)} s)")
+    _settle_and_rest(lab, backend, burst, {n: p.pid for n, p in lab.managers.items()}, rest_s)
     for node in list(lab.managers):
         lab.terminate(node, timeout=15)
     return burst
@@ -450,45 +468,16 @@ def ours_arp(lab: LabCluster, backend: ApiBackend, size: int, rest_s: float) -> 
 def ours_arp_election(lab: LabCluster, backend: ApiBackend, size: int, rest_s: float) -> Burst:
     """`--services --servicesElection` by ARP on three nodes: every Service has its own Lease (kube-vip's
     `kubevip-<name>`), whoever wins it serves that Service; then the busiest node crashes."""
-    tails = {node: LogTail(lab.log_path(node)) for node in lab.nodes}
-    for node in lab.nodes:
-        lab.start(node)
-    wait_for("control-plane Lease holder", lambda: backend.lease_holder("kube-system", "plndr-cp-lock") or None, 30)
-    lab.rig.run("client", ["ip", "route", "replace", "100.64.0.0/16", "dev", "eth0"])
-    services = [(f"svc-{i}", arp_vip(i)) for i in range(size)]
-    sweeper = ArpSweeper(lab, [address for _, address in services])
-    label = "ours, ARP, per-Service election, 3 nodes"
-    try:
-        say(f"ARP, per-Service election: {size:,} Services; creating")
-        for tail in tails.values():
-            tail.poll()
-        started = time.monotonic()
-        created = create(backend, services)
-        say(f"  created in {created:.2f} s; waiting for every VIP to answer ARP")
-        burst = Burst(label, f"ours_arp_election_{size}", size, len(lab.nodes), created, None, ARP_ELECTION_TARGET)
-        try:
-            wait_for("every VIP answering ARP", lambda: sweeper.answered() == size, max(60.0, size / 20), poll=0.05)
-        except Timeout as exc:
-            burst.notes.append(f"{sweeper.answered()} of {size} answered: {exc}")
-        replies = dict(sweeper.replies)
-        if replies:
-            burst.to_all = max(t for t, _ in replies.values()) - started
-        for _, mac in replies.values():
-            node = str(lab.node_of_mac(mac))
-            burst.spread[node] = burst.spread.get(node, 0) + 1
-        time.sleep(1.0)
-        serving = [t for tail in tails.values() for t in events_since(tail, "service.serving", started)]
-        added = [t for tail in tails.values() for t in events_since(tail, "vip.added", started)]
-        if serving:
-            burst.serving_first, burst.serving_last = min(serving) - started, max(serving) - started
-        if added:
-            burst.vip_added_last, burst.vips_added = max(added) - started, len(added)
-        say(f"  {len(replies):,} answered, the last after {_s(burst.to_all)} s (served by {burst.spread})")
-    finally:
-        sweeper.close()
-    burst.settled = settle(backend, SETTLE_CAP)
-    say(f"  writes settled after {burst.settled:.1f} s")
-    burst.rest = at_rest(lab, {n: p.pid for n, p in lab.managers.items()}, rest_s, backend)
+    tails = _start_arp(lab, backend, "plndr-cp-lock", "control-plane Lease holder")
+    say(f"ARP, per-Service election: {size:,} Services; creating")
+    burst = Burst("ours, ARP, per-Service election, 3 nodes", f"ours_arp_election_{size}", size, len(lab.nodes), 0.0,
+                  None, ARP_ELECTION_TARGET)
+    replies = _arp_burst(lab, backend, tails, burst)
+    for _, mac in replies.values():
+        node = str(lab.node_of_mac(mac))
+        burst.spread[node] = burst.spread.get(node, 0) + 1
+    say(f"  {len(replies):,} answered, the last after {_s(burst.to_all)} s (served by {burst.spread})")
+    _settle_and_rest(lab, backend, burst, {n: p.pid for n, p in lab.managers.items()}, rest_s)
     if burst.spread:
         burst.failover = _crash_busiest(lab, replies)
     for node in list(lab.managers):
@@ -660,10 +649,8 @@ def main() -> int:
     if not args.no_kube_vip and "kube-apiserver" in (args.case or CASES):
         missing += real_apiserver.missing() + kubevip.missing(kubevip.TESTED_VERSION)
     if missing:
-        print(f"services.py: cannot run: {'; '.join(missing)}; `{PREREQUISITES}` installs them", file=sys.stderr)
-        return 2
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
+        return common.cannot_run("services.py", missing)
+    common.exit_on_signals()
     started = time.monotonic()
     commit = measured_commit()
     rest_s = 5.0 if args.quick else 30.0
@@ -720,13 +707,7 @@ def main() -> int:
         guarded("ARP, per-Service election, on the emulator", arp_election_emulator)
     if not args.no_kube_vip and "kube-apiserver" in cases:
         with contextlib.ExitStack() as stack:
-            from kubevip_testbed.peers.lab_backend import RealApiBackend
-            from kubevip_testbed.peers.objects import apply, rendered
-
-            server = stack.enter_context(WideServiceRange(workdir / "kube-apiserver"))
-            apply(server, rendered("rbac"))
-            backend = RealApiBackend(server)
-            say(f"kube-apiserver {real_apiserver.K8S_VERSION} ready in {server.timings['start']:.1f} s")
+            backend = common.real_api_backend(stack, workdir / "kube-apiserver", WideServiceRange)
             size = 200 if args.quick else 1000
 
             def real_tier() -> list[Burst]:
@@ -754,14 +735,8 @@ def main() -> int:
     headline = report(bursts, failures, commit, elapsed, args.quick)
     print(json.dumps(headline))
     for lab in labs:
-        if args.keep_logs:
-            say(f"logs kept in {lab.workdir}")
-        else:
-            shutil.rmtree(lab.workdir, ignore_errors=True)
-    if args.keep_logs:
-        say(f"kube-apiserver files kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+        common.keep_or_remove(args.keep_logs, lab.workdir)
+    common.keep_or_remove(args.keep_logs, workdir, "kube-apiserver files")
     return 0
 
 
