@@ -74,6 +74,7 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "port": (ARP, ["--port", "8443"]),
     "arpRate": (ARP, ["--arpRate", "1000"]),
     "nodeName": (ARP, ["--nodeName", "n2"]),
+    "enableNodeLabeling": (ARP, ["--enableNodeLabeling"]),
     "metalKey": (METAL, ["--metalKey", "other"]),
     "metalKeyFile": (METAL, []),  # the file's content becomes metal.api_key: see THROUGH_FILES
     "metalProject": ([*METAL[:-4], "--metalProject", "p"], ["--metalProject", "proj"]),
@@ -334,6 +335,14 @@ def test_the_keepalive_is_a_third_of_the_hold_time_or_refused() -> None:
     with pytest.raises(ConfigError, match=r'--bgpKeepAliveInterval "20": not available yet .*every 30 s'):
         _config([*BGP, "--bgpHoldTimer", "90", "--bgpKeepAliveInterval", "20"])
     assert _config([*BGP, "--bgpHoldTimer", "90"]).bgp.hold_time == 90  # the default keepalive is not a choice
+
+
+def test_node_labels_for_services_are_refused_by_name_not_ignored() -> None:
+    assert _config([*ARP, "--enableNodeLabeling"]).node_labeling
+    with pytest.raises(ConfigError, match=r'--enableNodeLabeling "true": not available yet .*node labels for '
+                                          r'Services.*with --services'):
+        _config([*ARP, "--services", "--enableNodeLabeling"])
+    assert _config([*ARP, "--services", "--enableNodeLabeling"], refuse=False).node_labeling  # manifest renders it
 
 
 def test_bgp_combinations() -> None:
