@@ -208,7 +208,7 @@ class Config:
     observability: ObservabilityConfig
     manifest: ManifestConfig
     local_health: LocalHealthConfig | None = None  # None: --controlPlaneHealthCheckAddress not given
-    node_labeling: bool = False  # --enableNodeLabeling: kube-vip.io/has-ip on the leader's Node (daemon/nodelabels.py)
+    node_labeling: bool = False  # --enableNodeLabeling: daemon/nodelabels.py, services/labels.py
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -422,11 +422,6 @@ def _not_available_yet(r: _Reader) -> list[tuple[str, ConfigError]]:
 def _combinations_not_available_yet(r: _Reader, config: Config) -> list[tuple[str, ConfigError]]:
     """Settings valid one by one whose combination this version cannot honour yet."""
     found = []
-    if config.node_labeling and config.services.enabled:
-        feature = "node labels for Services (service-provided.kube-vip.io/<name>.<namespace>)"
-        found.append((feature, r.error("enableNodeLabeling", f"{_NOT_YET} ({feature}) with --services; only the "
-                                       "control plane's kube-vip.io/has-ip label is: drop --services or set it to "
-                                       "false")))
     derived = config.bgp.hold_time // 3  # what the speaker (ExaBGP) sends; it has no keepalive setting of its own
     if config.mode is Mode.BGP and r.given("bgpKeepAliveInterval") is not None and config.bgp.keepalive != derived:
         feature = "a keepalive interval other than a third of the hold time"

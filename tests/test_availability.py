@@ -337,14 +337,6 @@ def test_the_keepalive_is_a_third_of_the_hold_time_or_refused() -> None:
     assert _config([*BGP, "--bgpHoldTimer", "90"]).bgp.hold_time == 90  # the default keepalive is not a choice
 
 
-def test_node_labels_for_services_are_refused_by_name_not_ignored() -> None:
-    assert _config([*ARP, "--enableNodeLabeling"]).node_labeling
-    with pytest.raises(ConfigError, match=r'--enableNodeLabeling "true": not available yet .*node labels for '
-                                          r'Services.*with --services'):
-        _config([*ARP, "--services", "--enableNodeLabeling"])
-    assert _config([*ARP, "--services", "--enableNodeLabeling"], refuse=False).node_labeling  # manifest renders it
-
-
 def test_bgp_combinations() -> None:
     assert not _config([a for a in BGP if a != "--leaderElection"]).control_plane_elects  # every healthy node
     on_metal = _config([*BGP, "--metal", "--metalKey", "t", "--metalProject", "p"])  # peers from the Metal API too

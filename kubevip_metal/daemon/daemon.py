@@ -39,6 +39,7 @@ from kubevip_metal.daemon.nodelabels import NodeLabels
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.errors import DaemonError, FatalError, NotReady
 from kubevip_metal.services.controller import ServicesController
+from kubevip_metal.services.labels import ServiceLabels
 
 log = get_logger("kubevip_metal.daemon")
 
@@ -63,6 +64,11 @@ class Daemon:
             assert config.node_name is not None
             self.labels = NodeLabels(lambda: self.api, config.node_name, clean_others=config.control_plane_elects,
                                      clock=deps.clock)
+        # ... and service-provided.kube-vip.io/<name>.<namespace> for the Services it serves (services/labels.py)
+        self.service_labels: ServiceLabels | None = None
+        if config.node_labeling and config.services.enabled:
+            assert config.node_name is not None
+            self.service_labels = ServiceLabels(lambda: self.api, config.node_name, clock=deps.clock)
         self.control_plane: ControlPlane | None = None
         self.name_follower: NameFollower | None = None  # while a DNS --address is followed
         self.ddns: DdnsClient | None = None  # --ddns: the VIP is the DHCP lease's address while leading
@@ -106,6 +112,8 @@ class Daemon:
                 self.events.start()
                 if self.labels is not None:
                     self.labels.start()
+                if self.service_labels is not None:
+                    self.service_labels.start()
         if self.control_plane is None and self.config.control_plane:
             self._start_control_plane()
         with self._step():
@@ -136,7 +144,8 @@ class Daemon:
                 from kubevip_metal.daemon.services import build_services
 
                 self.services = build_services(self.config, self.deps, self.vips, self.api,
-                                               self.mode.default_interface, self.events)
+                                               self.mode.default_interface, self.events,
+                                               self.service_labels.served if self.service_labels else None)
                 self.services.start()
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
@@ -246,6 +255,8 @@ class Daemon:
             self.deps.addresses.close()
             if self.labels is not None:  # the removal was queued at the step-down and is being written meanwhile
                 self.labels.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
+            if self.service_labels is not None:  # every Service label of this node, in one patch
+                self.service_labels.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
             # the SteppedDown above is being written meanwhile; what is left gets what is left of EVENTS_BY (never
             # more than half a second), so Events never push a SIGTERM past its 2 s
             self.events.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
