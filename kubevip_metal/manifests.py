@@ -41,8 +41,8 @@ _CONTROL_PLANE_AFFINITY = {
 }
 
 
-# --enableNodeLabeling (kubevip_metal/daemon/nodelabels.py): a JSON merge patch of metadata.labels on Nodes; listing
-# them (for the stale label a crashed leader left) is in the skeleton's nodes rule already
+# --enableNodeLabeling (kubevip_metal/daemon/nodelabels.py, services/labels.py): a JSON merge patch of metadata.labels
+# on Nodes; listing them (the stale label a crashed leader left) and getting this node's are in the skeleton already
 _NODE_LABELS_RULE: dict[str, Any] = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]}
 
 
