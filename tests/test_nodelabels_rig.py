@@ -1,7 +1,9 @@
 """--enableNodeLabeling with real managers in the namespace rig, on the emulator and on the real kube-apiserver
 (there under a ServiceAccount bound to exactly the ClusterRole `manifest rbac --enableNodeLabeling` renders): the
 leader's Node carries kube-vip.io/has-ip=<VIP>; after the leader crashes (SIGKILL: its label stays behind) the new
-leader's Node carries it and the crashed node's stale label is removed; after SIGTERM of everyone no Node has it."""
+leader's Node carries it and the crashed node's stale label is removed; after SIGTERM of everyone no Node has it.
+With --services the Services Lease holder's Node carries service-provided.kube-vip.io/<name>.<namespace> while it
+serves the Service, and loses it when the Service is deleted and at SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 from kubernetes import client
 
 from kubevip_metal.daemon.nodelabels import HAS_IP
+from kubevip_metal.services.labels import PREFIX
 from kubevip_testbed.lab.cluster import LabCluster
 from kubevip_testbed.waiting import wait_for
 from tests.lab_support import settled
@@ -45,6 +48,15 @@ def _labelling_account(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def lab(request: pytest.FixtureRequest) -> Iterator[LabCluster]:
+    yield from _lab(request, ["--enableNodeLabeling"])
+
+
+@pytest.fixture
+def services_lab(request: pytest.FixtureRequest) -> Iterator[LabCluster]:
+    yield from _lab(request, ["--enableNodeLabeling", "--services"])
+
+
+def _lab(request: pytest.FixtureRequest, extra_args: list[str]) -> Iterator[LabCluster]:
     require_rig()
     backend = tier_backend(request)
     if backend is not None:
@@ -52,7 +64,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabCluster]:
 
         _labelling_account(request)
         backend = RealApiBackend(request.getfixturevalue("real_api"), service_account=ACCOUNT)
-    with LabCluster(timers=TIMERS, api=backend, extra_args=["--enableNodeLabeling"]) as cluster:
+    with LabCluster(timers=TIMERS, api=backend, extra_args=extra_args) as cluster:
         with cluster.api.admin_client() as api:
             core = client.CoreV1Api(api)
             for node in cluster.nodes:  # the real server outlives one lab: its Nodes may exist, with labels
@@ -67,16 +79,16 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabCluster]:
         yield cluster
 
 
-def _carriers(lab: LabCluster) -> dict[str, str]:
-    """Node -> its kube-vip.io/has-ip value, for the lab's Nodes that carry it."""
+def _carriers(lab: LabCluster, key: str = HAS_IP) -> dict[str, str]:
+    """Node -> its value of label `key`, for the lab's Nodes that carry it."""
     with lab.api.admin_client() as api:
         nodes = client.CoreV1Api(api).list_node(_request_timeout=5).items
     found = {}
     for node in nodes:
         labels = (node.metadata.labels if node.metadata else None) or {}
         name = str(node.metadata.name if node.metadata else "")
-        if name in lab.nodes and HAS_IP in labels:
-            found[name] = str(labels[HAS_IP])
+        if name in lab.nodes and key in labels:
+            found[name] = str(labels[key])
     return found
 
 
@@ -101,3 +113,31 @@ def test_exactly_the_leader_carries_the_label_through_a_crash_and_none_after_sig
         print(f"{node} stopped in {time.monotonic() - started:.3f} s")
     assert _carriers(lab) == {}
     assert any(e["event"] == "nodelabel.removed" for e in lab.events(successor))
+
+
+@pytest.mark.parametrize("services_lab", ["emulator", "kube-apiserver"], indirect=True)
+def test_the_services_lease_holder_carries_each_served_services_label(services_lab: LabCluster) -> None:
+    from tests.test_services_rig import Api
+
+    lab, key = services_lab, PREFIX + "web.default"
+    api = Api(lab)
+    try:
+        api.service("web", "198.51.100.20")
+        api.endpoints("web", ["n2"])
+        wait_for(lambda: lab.api.lease_holder("kube-system", "plndr-svcs-lock") != "", timeout=30)
+        holder = lab.api.lease_holder("kube-system", "plndr-svcs-lock")
+        wait_for(lambda: _carriers(lab, key) == {holder: "198.51.100.20"}, timeout=30)
+        leader = settled(lab)
+        wait_for(lambda: _carriers(lab) == {leader: lab.vip})  # the control plane's label beside it
+        api.delete("web")
+        wait_for(lambda: _carriers(lab, key) == {}, timeout=30)
+        api.service("web", "198.51.100.20")  # back: labelled again, then removed by SIGTERM
+        wait_for(lambda: _carriers(lab, key) == {holder: "198.51.100.20"}, timeout=30)
+        for node in lab.managers:
+            wait_for(lambda: any(e["event"] == "daemon.started" for e in lab.events(node)), timeout=20)  # noqa: B023
+        for node in list(lab.managers):
+            assert lab.terminate(node) == 0
+        assert _carriers(lab, key) == {}
+        assert _carriers(lab) == {}
+    finally:
+        api.close()
