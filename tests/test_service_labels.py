@@ -103,6 +103,15 @@ def test_close_removes_every_label_set_here(api: EmulatedApi, labels: ServiceLab
     assert _ours(api) == {}
 
 
+def test_after_the_shutdown_began_nothing_is_labelled_again(api: EmulatedApi, labels: ServiceLabels) -> None:
+    labels.served({("default", "web"): [V4]})
+    wait_for(lambda: len(_ours(api)) == 1)
+    labels.begin_close()
+    labels.served({("default", "api"): [V4]})  # the Services worker's last pass, before it stops
+    labels.close(timeout=5)
+    assert _ours(api) == {}
+
+
 def test_failures_are_retried_and_a_refusal_never_raised(api: EmulatedApi, labels: ServiceLabels,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     api.kube.set_fault("n1", fail_next=2, fail_status=503)

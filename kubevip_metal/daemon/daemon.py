@@ -243,6 +243,8 @@ class Daemon:
             self._stopped = True
             began = time.monotonic()
             self.events.stop_watching()  # the speaker closing below is no peer going down
+            if self.service_labels is not None:  # removed while the rest stops (the VIPs go in a moment anyway)
+                self.service_labels.begin_close()
             if self.services is not None:
                 self.services.stop()
             if self.name_follower is not None:

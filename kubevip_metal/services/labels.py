@@ -18,8 +18,8 @@ while the Node is not registered yet, 409, 429, 5xx) are retried by tenacity wit
 lacks `patch` on nodes; 422) is logged once a minute and the changes wait for the next one. Nothing is raised into
 the Services worker.
 
-**Exit.** `close(timeout)` removes every label this node set, in one patch, within `timeout` (best effort, part of
-SIGTERM's 2 s).
+**Exit.** `begin_close()` (first thing in the daemon's stop) starts removing every label this node set, in one
+patch; `close(timeout)` waits for it at most `timeout` (best effort, part of SIGTERM's 2 s).
 """
 
 from __future__ import annotations
@@ -86,8 +86,11 @@ class ServiceLabels:
     # -- the Services worker's side (never blocks on the API) -------------------------------------------------
 
     def served(self, changes: Mapping[ServiceName, Iterable[IPAddress] | None]) -> None:
-        """Each changed Service: the addresses this node now serves it with, or None (not served here, or gone)."""
+        """Each changed Service: the addresses this node now serves it with, or None (not served here, or gone).
+        Ignored once closing: the shutdown's removal stands."""
         with self._changed:
+            if self._closing.is_set():
+                return
             for (namespace, name), addresses in changes.items():
                 key = service_label_key(namespace, name)
                 if key is None:
@@ -115,8 +118,9 @@ class ServiceLabels:
             self._thread = threading.Thread(target=self._run, name="service-labels", daemon=True)
             self._thread.start()
 
-    def close(self, timeout: float = 0.5) -> None:
-        """Remove every label set here (one patch) within `timeout`, then stop."""
+    def begin_close(self) -> None:
+        """Start removing every label set here (one patch), without waiting: first thing at shutdown, so the removal
+        runs while the rest of the daemon stops. Idempotent."""
         with self._changed:
             self._closing.set()
             if self._wanted:
@@ -126,6 +130,10 @@ class ServiceLabels:
                 self._dirty = True
                 self._idle.clear()
             self._changed.notify_all()
+
+    def close(self, timeout: float = 0.5) -> None:
+        """Remove every label set here (one patch) within `timeout`, then stop."""
+        self.begin_close()
         done = self._idle.wait(timeout) if self._thread is not None and self._thread.is_alive() else True
         self._stopped.set()
         with self._changed:
