@@ -208,6 +208,7 @@ class Config:
     observability: ObservabilityConfig
     manifest: ManifestConfig
     local_health: LocalHealthConfig | None = None  # None: --controlPlaneHealthCheckAddress not given
+    node_labeling: bool = False  # --enableNodeLabeling: daemon/nodelabels.py, services/labels.py
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -393,6 +394,7 @@ def build_config(given: Mapping[str, Given], command: Command, *, read_files: bo
         ),
         manifest=manifest,
         local_health=_local_health(r, control_plane, read_files),
+        node_labeling=r.flag("enableNodeLabeling"),
     )
     # every value is valid by now; what the daemon cannot honour yet is refused (manager) or warned about (manifest)
     unavailable = _not_available_yet(r) + _combinations_not_available_yet(r, config)

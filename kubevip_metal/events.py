@@ -146,8 +146,9 @@ class TokenBucket:
 class ModestLog:
     """A warning per kind at most every `every` seconds, with how many were left unsaid since."""
 
-    def __init__(self, clock: Callable[[], float], every: float = LOG_EVERY) -> None:
+    def __init__(self, clock: Callable[[], float], every: float = LOG_EVERY, logger: Any = None) -> None:
         self._clock, self._every = clock, every
+        self._log = logger if logger is not None else log  # the caller's module logs under its own name
         self._last: dict[str, float] = {}
         self._quiet: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -161,7 +162,7 @@ class ModestLog:
                 return
             self._last[kind] = now
             suppressed = self._quiet.pop(kind, 0)
-        log.warning(kind, **fields, **({"suppressed": suppressed} if suppressed else {}))
+        self._log.warning(kind, **fields, **({"suppressed": suppressed} if suppressed else {}))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 kube-vip-metal keeps kube-vip's names, so an operator moves a cluster over by changing the image and the command of
 an existing manifest. That manifest may carry settings for kube-vip features this project does not have (the IPVS
-load balancer, the routing-table and WireGuard modes, egress, node labels, ...). Dropping them silently would leave
+load balancer, the routing-table and WireGuard modes, egress, ...). Dropping them silently would leave
 the operator believing the cluster still has what it had, so every such name is listed here and is either
 
 * `refuse`d: the setting changes what the cluster gets, so a value other than kube-vip's default or "off" stops the
@@ -148,8 +148,6 @@ FOREIGN: tuple[ForeignOption, ...] = (
     _bool(("--autodetectcp",), ("cp_detect",), _R, "kube-vip's detection of the local API server's address is not "
           "available in kube-vip-metal; set it to false, and give the address with --kubernetesAddr / "
           "kubernetes_addr if the kubeconfig's server is not reachable"),
-    _bool(("--enableNodeLabeling",), ("enable_node_labeling",), _R, "kube-vip's kube-vip.io/has-ip label on the "
-          "leader node is not available in kube-vip-metal (anything selecting on it stops matching); set it to false"),
     _value((), ("vip_leaseannotations",), _R, "kube-vip's annotations on the control-plane Lease are not available in "
            "kube-vip-metal; remove it", "{}", "null"),
     _bool(("--preserveVipOnLeadershipLoss",), ("vip_preserve_on_leadership_loss",), _R, "kube-vip's keeping of the VIP "

@@ -41,6 +41,11 @@ _CONTROL_PLANE_AFFINITY = {
 }
 
 
+# --enableNodeLabeling (kubevip_metal/daemon/nodelabels.py, services/labels.py): a JSON merge patch of metadata.labels
+# on Nodes; listing them (the stale label a crashed leader left) and getting this node's are in the skeleton already
+_NODE_LABELS_RULE: dict[str, Any] = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]}
+
+
 def _bool(value: bool) -> str:
     return "true" if value else "false"
 
@@ -116,6 +121,7 @@ def _environment(b: _PodBuilder) -> None:
         b.set("controlplane", "true")
         b.set("namespace", c.election.namespace)
         b.set_unless_default("ddns", _bool(c.vip.ddns))
+        b.set_unless_default("enableNodeLabeling", _bool(c.node_labeling))
     if c.services.enabled:
         b.set("services", "true")
         b.set("servicesLeaseName", c.election.services_lease_name)
@@ -304,6 +310,8 @@ def build_documents(config: Config) -> list[dict[str, Any]]:
     if config.command is Command.RBAC:
         docs = templates.load("rbac")
         _namespaced(docs[0], namespace)
+        if config.node_labeling:  # least privilege: only a daemon that labels Nodes may patch them
+            docs[1]["rules"].append(dict(_NODE_LABELS_RULE))
         docs[2]["subjects"][0]["namespace"] = namespace
         return docs
     if config.command is Command.POD:

@@ -141,6 +141,10 @@ OPTIONS: tuple[Option, ...] = (
           default="3000", metavar="MS"),
     _flag("nodeName", Group.VIP, "This node's Kubernetes name (default: the host name, lower case)",
           "vip_nodename", metavar="NAME"),
+    _flag("enableNodeLabeling", Group.VIP, "Label the control-plane leader's Node kube-vip.io/has-ip=<VIP> (a new "
+          "leader removes a crashed one's) and each Service's serving Node service-provided.kube-vip.io/"
+          "<name>.<namespace>=<IPs> (IPv6 as 32 hex digits, two addresses joined by _); removed on exit",
+          "enable_node_labeling", **_B),
     # BGP config
     _flag("bgpRouterID", Group.BGP, "BGP router ID, typically this node's address", "bgp_routerid", metavar="IPV4"),
     _flag("localAS", Group.BGP, "The AS we peer from", "bgp_as", default="65000", metavar="AS"),

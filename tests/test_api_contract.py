@@ -533,6 +533,27 @@ def test_service_status_is_a_separate_subresource(api: Api) -> None:
     core.delete_node(name)
 
 
+def test_node_labels_merge_patch_select_and_validate(api: Api) -> None:
+    """What --enableNodeLabeling relies on: a merge patch sets a label and `null` removes it (the others stay), a
+    list selects by `key=value`, and an invalid label (a raw IPv6 value, a name part over 63 characters) is 422."""
+    core = api.core()
+    name = api.name("node")
+    core.create_node({"metadata": {"name": name, "labels": api.labels()}})
+    patch = partial(core.patch_node, name, _content_type="application/merge-patch+json")
+    patch({"metadata": {"labels": {"kube-vip.io/has-ip": "20010db8000000000000000000000010"}}})
+    found = core.list_node(label_selector=f"kube-vip.io/has-ip=20010db8000000000000000000000010,{api.mine}")
+    assert [n.metadata.name for n in found.items] == [name]
+    for labels in ({"kube-vip.io/has-ip": "2001:db8::10"}, {"service-provided.kube-vip.io/" + "x" * 64: "1.2.3.4"},
+                   {"kube-vip.io/has-ip": "a" * 64}, {"Bad_Prefix/x": "1"}):
+        error = api_error(lambda labels=labels: patch({"metadata": {"labels": labels}}))  # type: ignore[misc]
+        assert error.status == 422, labels
+        assert status_body(error)["reason"] == "Invalid"
+        assert status_body(error)["details"]["causes"][0]["field"] == "metadata.labels"
+    patch({"metadata": {"labels": {"kube-vip.io/has-ip": None}}})
+    assert core.read_node(name).metadata.labels == api.labels()
+    core.delete_node(name)
+
+
 # --- selectors ---------------------------------------------------------------------------------------------------
 
 

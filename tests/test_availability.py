@@ -74,6 +74,7 @@ DAEMON_SAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "port": (ARP, ["--port", "8443"]),
     "arpRate": (ARP, ["--arpRate", "1000"]),
     "nodeName": (ARP, ["--nodeName", "n2"]),
+    "enableNodeLabeling": (ARP, ["--enableNodeLabeling"]),
     "metalKey": (METAL, ["--metalKey", "other"]),
     "metalKeyFile": (METAL, []),  # the file's content becomes metal.api_key: see THROUGH_FILES
     "metalProject": ([*METAL[:-4], "--metalProject", "p"], ["--metalProject", "proj"]),

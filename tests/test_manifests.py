@@ -53,6 +53,9 @@ CASES: dict[str, list[str]] = {
         "--controlPlaneHealthCheckPeriodSeconds", "2", "--controlPlaneHealthCheckSuccessThreshold", "4",
         "--controlPlaneHealthCheckCAPath", "/var/lib/rancher/ca.crt"],
     "rbac": ["manifest", "rbac"],
+    "rbac-node-labeling": ["manifest", "rbac", "--enableNodeLabeling"],
+    "pod-arp-node-labeling": ["manifest", "pod", "--interface", "eth0", "--address", "192.0.2.10", "--controlplane",
+                              "--arp", "--enableNodeLabeling"],
 }
 
 
@@ -97,7 +100,7 @@ def _manager_env(docs: list[dict[str, Any]]) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(CASES) if n != "rbac"])
+@pytest.mark.parametrize("name", [n for n in sorted(CASES) if not n.startswith("rbac")])
 def test_manager_reads_back_the_generated_configuration(name: str) -> None:
     source = _config(CASES[name])
     env = _manager_env(build_documents(source))
@@ -164,6 +167,27 @@ def test_rbac_least_privilege() -> None:
     assert "delete" not in {v for vs in verbs.values() for v in vs}
     assert not any(r in ("secrets", "pods", "*") for _, r in verbs)
     assert verbs[("", "nodes")] == {"get", "list", "watch"}
+
+
+def test_rbac_for_node_labels_adds_exactly_patch_on_nodes() -> None:
+    """--enableNodeLabeling merge-patches Nodes' labels and lists them by label (a crashed leader's stale label):
+    `patch` is added, `list` is there already; nothing else changes, and nothing without the option."""
+    def rules(argv: list[str]) -> list[tuple[str, str, str]]:
+        _, role, _ = build_documents(_config(argv))
+        return sorted((g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+                      for v in rule["verbs"])
+
+    plain, labelling = rules(["manifest", "rbac"]), rules(["manifest", "rbac", "--enableNodeLabeling"])
+    assert sorted(set(labelling) - set(plain)) == [("", "nodes", "patch")]
+    assert set(plain) <= set(labelling) and ("", "nodes", "list") in plain
+
+
+def test_node_labeling_reaches_the_pod_environment() -> None:
+    env = {e["name"]: e.get("value") for e in _pod_spec(build_documents(_config(CASES["pod-arp-node-labeling"])))[
+        "containers"][0]["env"]}
+    assert env["enable_node_labeling"] == "true"
+    plain = _pod_spec(build_documents(_config(CASES["pod-arp-controlplane"])))["containers"][0]["env"]
+    assert "enable_node_labeling" not in {e["name"] for e in plain}
 
 
 def test_manifest_does_not_import_heavy_libraries() -> None:

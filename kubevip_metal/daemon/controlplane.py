@@ -86,6 +86,9 @@ class ControlPlane:
         self.elector: Elector | None = None
         self.gate: HealthGate | None = None
         self.on_leadership: list[Callable[[bool], None]] = []  # told after the claim changed (--ddns's client)
+        # told (active, VIPs) after every change of the claim, under its lock, so in order; must only queue
+        # (--enableNodeLabeling's kubevip_metal.daemon.nodelabels.NodeLabels)
+        self.on_claim: list[Callable[[bool, list[Vip]], None]] = []
         self.local_health: LocalHealth | None = None
 
     def campaign(self, lock: Lock) -> None:
@@ -138,6 +141,7 @@ class ControlPlane:
             if not self._stopped:
                 self._active = active
                 self.vips.claim(OWNER, self.wanted, active=active)
+                self._tell_claim()
 
     def retarget(self, wanted: list[Vip]) -> None:
         """The VIP(s) are now `wanted` (the DNS name moved): the claim changes, as active as it was, so on the
@@ -148,8 +152,16 @@ class ControlPlane:
                 return
             old, self.wanted = self.wanted, list(wanted)
             self.vips.claim(OWNER, self.wanted, active=self._active)
+            self._tell_claim()
             log.info("controlplane.retargeted", old=[str(v) for v in old], new=[str(v) for v in self.wanted],
                      active=self._active, mono=round(self._clock(), 6))
+
+    def _tell_claim(self) -> None:
+        for listener in self.on_claim:
+            try:
+                listener(self._active, list(self.wanted))
+            except Exception as exc:  # a listener only queues; never let it break an election callback
+                log.warning("controlplane.listener_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _health_changed(self, healthy: bool) -> None:
         self._claim(healthy)
@@ -197,3 +209,5 @@ class ControlPlane:
         with self._claiming:
             self._stopped = True
             self.vips.release(OWNER)
+            self._active = False
+            self._tell_claim()  # normally told at the step-down already; a no-op then

@@ -35,9 +35,11 @@ from kubevip_metal.daemon.dependencies import Dependencies
 from kubevip_metal.daemon.dns_follow import NameFollower
 from kubevip_metal.daemon.events import DaemonEvents
 from kubevip_metal.daemon.modes import MODES, ModeSpec, mode_spec
+from kubevip_metal.daemon.nodelabels import NodeLabels
 from kubevip_metal.daemon.vips import VipController
 from kubevip_metal.errors import DaemonError, FatalError, NotReady
 from kubevip_metal.services.controller import ServicesController
+from kubevip_metal.services.labels import ServiceLabels
 
 log = get_logger("kubevip_metal.daemon")
 
@@ -56,6 +58,17 @@ class Daemon:
         self.events = DaemonEvents(config, deps.events(config, lambda: self.api))
         self.vips.on_repaired = self.events.vip_repaired
         self._events_started = False
+        # --enableNodeLabeling (kubevip_metal.daemon.nodelabels): kube-vip.io/has-ip on this Node while it leads
+        self.labels: NodeLabels | None = None
+        if config.node_labeling and config.control_plane:
+            assert config.node_name is not None
+            self.labels = NodeLabels(lambda: self.api, config.node_name, clean_others=config.control_plane_elects,
+                                     clock=deps.clock)
+        # ... and service-provided.kube-vip.io/<name>.<namespace> for the Services it serves (services/labels.py)
+        self.service_labels: ServiceLabels | None = None
+        if config.node_labeling and config.services.enabled:
+            assert config.node_name is not None
+            self.service_labels = ServiceLabels(lambda: self.api, config.node_name, clock=deps.clock)
         self.control_plane: ControlPlane | None = None
         self.name_follower: NameFollower | None = None  # while a DNS --address is followed
         self.ddns: DdnsClient | None = None  # --ddns: the VIP is the DHCP lease's address while leading
@@ -97,6 +110,10 @@ class Daemon:
             with self._step():
                 self._events_started = True
                 self.events.start()
+                if self.labels is not None:
+                    self.labels.start()
+                if self.service_labels is not None:
+                    self.service_labels.start()
         if self.control_plane is None and self.config.control_plane:
             self._start_control_plane()
         with self._step():
@@ -127,10 +144,17 @@ class Daemon:
                 from kubevip_metal.daemon.services import build_services
 
                 self.services = build_services(self.config, self.deps, self.vips, self.api,
-                                               self.mode.default_interface, self.events)
+                                               self.mode.default_interface, self.events,
+                                               self.service_labels.served if self.service_labels else None)
                 self.services.start()
         log.info("daemon.started", mode=self.config.mode, node=self.config.node_name,
                  announcers=[a.name for a in self.vips.announcers])
+
+    def _control_plane(self, wanted: list[Vip]) -> ControlPlane:
+        control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock, events=self.events)
+        if self.labels is not None:
+            control_plane.on_claim.append(self.labels.claimed)
+        return control_plane
 
     def _start_control_plane(self) -> None:
         """The control plane's VIP(s); a DNS `--address` is looked up (NotReady until it resolves) and then
@@ -139,8 +163,7 @@ class Daemon:
         if vip.dns_name is None:
             wanted = place_vips(self.config, self.deps.addresses, self.mode.default_interface, vip.addresses)
             with self._step():
-                self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock,
-                                                  events=self.events)
+                self.control_plane = self._control_plane(wanted)
             return
         if vip.ddns:
             self._start_ddns()
@@ -150,8 +173,7 @@ class Daemon:
         answer = lookup_name(self.config, self._lookup)  # outside the lock: bounded by the resolver's timeout
         wanted = place_vips(self.config, self.deps.addresses, self.mode.default_interface, answer.addresses)
         with self._step():
-            control_plane = self.control_plane = ControlPlane(self.config, self.vips, wanted, clock=self.deps.clock,
-                                                              events=self.events)
+            control_plane = self.control_plane = self._control_plane(wanted)
 
             def moved(ips: tuple[IPAddress, ...]) -> None:
                 control_plane.retarget(place_vips(self.config, self.deps.addresses, self.mode.default_interface,
@@ -172,8 +194,7 @@ class Daemon:
         if interface is None:
             raise VipSetupError("--ddns: no --interface given and no IPv4 default route to pick one from")
         with self._step():
-            control_plane = self.control_plane = ControlPlane(self.config, self.vips, [], clock=self.deps.clock,
-                                                              events=self.events)
+            control_plane = self.control_plane = self._control_plane([])
 
             def leased(ip: IPAddress | None) -> None:
                 control_plane.retarget([] if ip is None else [Vip(ip, vip.prefix_v4, interface)])
@@ -222,6 +243,8 @@ class Daemon:
             self._stopped = True
             began = time.monotonic()
             self.events.stop_watching()  # the speaker closing below is no peer going down
+            if self.service_labels is not None:  # removed while the rest stops (the VIPs go in a moment anyway)
+                self.service_labels.begin_close()
             if self.services is not None:
                 self.services.stop()
             if self.name_follower is not None:
@@ -232,6 +255,10 @@ class Daemon:
                 self.ddns.stop()
             self.vips.stop()
             self.deps.addresses.close()
+            if self.labels is not None:  # the removal was queued at the step-down and is being written meanwhile
+                self.labels.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
+            if self.service_labels is not None:  # every Service label of this node, in one patch
+                self.service_labels.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
             # the SteppedDown above is being written meanwhile; what is left gets what is left of EVENTS_BY (never
             # more than half a second), so Events never push a SIGTERM past its 2 s
             self.events.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))

@@ -42,7 +42,9 @@ def interface_chooser(config: Config, addresses: Addresses,
 
 def build_services(config: Config, deps: Dependencies, vips: VipController, api: Any,
                    default_interface: Callable[[Addresses, int], str | None],
-                   events: DaemonEvents | None = None) -> ServicesController:
+                   events: DaemonEvents | None = None,
+                   on_served: Callable[[dict[tuple[str, str], frozenset[IPAddress] | None]], None] | None = None
+                   ) -> ServicesController:
     assert config.node_name is not None
     election = config.election
     per_service = config.services.election
@@ -54,4 +56,4 @@ def build_services(config: Config, deps: Dependencies, vips: VipController, api:
                               interface_for=interface_chooser(config, deps.addresses, default_interface),
                               lock=lock, timers=election.timers, write_vip_host=lock is not None or per_service,
                               prefix=lambda address: prefixes[address.version], per_service=per_service,
-                              clock=deps.clock, events=events, dhcp_client=deps.dhcp_client)
+                              clock=deps.clock, events=events, dhcp_client=deps.dhcp_client, on_served=on_served)

@@ -92,13 +92,17 @@ class ServicesController:
                  list_services: Callable[..., Any] | None = None, list_slices: Callable[..., Any] | None = None,
                  status: StatusWriter | None = None, clock: Callable[[], float] = time.monotonic,
                  events: DaemonEvents | None = None, dhcp_client: Any = None,
-                 dhcp_report_after: float | None = None) -> None:
+                 dhcp_report_after: float | None = None,
+                 on_served: Callable[[dict[tuple[str, str], frozenset[IPAddress] | None]], None] | None = None) -> None:
         """`lock`: the Services Lease (ARP: one holder serves all); None: every node serves (BGP).
         `per_service`: instead, one Lease per Service (kubevip_metal.services.elections); `lock` is then unused.
         `events`: VipServed / VipWithdrawn / ServiceSkipped on each Service.
-        `dhcp_client`: the DHCP client factory for `0.0.0.0` Services (None: pyroute2's AsyncDHCPClient)."""
+        `dhcp_client`: the DHCP client factory for `0.0.0.0` Services (None: pyroute2's AsyncDHCPClient).
+        `on_served`: told after each pass, (namespace, name) -> the addresses served here now or None, for the
+        Services whose serving here changed (--enableNodeLabeling's kubevip_metal.services.labels); must only queue."""
         self.vips, self.api, self.node, self.rules = vips, api, node, rules
         self.events = events
+        self.on_served = on_served
         self._interface_for, self._prefix = interface_for, prefix
         self._write_vip_host = write_vip_host
         self._clock = clock
@@ -342,12 +346,14 @@ class ServicesController:
         keys = set(picture.services) | set(picture.claimed) if dirty is None else dirty
         claims: dict[str, tuple[Iterable[Vip], bool] | None] = {}
         statuses: dict[ServiceKey, Wanted] = {}
+        served: dict[tuple[str, str], frozenset[IPAddress] | None] = {}
         for key in keys:
             intent = picture.services.get(key)
             if intent is None:
                 if key in picture.claimed:
                     vips_before, was_active = picture.claimed.pop(key)
                     claims[owner_of(key)] = None
+                    served[(key.namespace, key.name)] = None
                     log.info("service.released", service=str(key))
                     told = self._withdrawn_why.pop(key, None)
                     if self.events is not None and was_active and told is not None:
@@ -373,6 +379,7 @@ class ServicesController:
                 before = picture.claimed.get(key)
                 picture.claimed[key] = (vips, active)
                 claims[owner_of(key)] = (vips, active)
+                served[(key.namespace, key.name)] = frozenset(v.address for v in vips) if active and vips else None
                 # served = active with an address (a DHCP Service held here has none until its lease)
                 shown, shown_before = active and bool(vips), before is not None and before[1] and bool(before[0])
                 if shown != shown_before:
@@ -387,6 +394,11 @@ class ServicesController:
                                            None if leased is None else str(leased))
         if claims:
             self.vips.claim_many(claims)
+        if served and self.on_served is not None:
+            try:
+                self.on_served(served)
+            except Exception as exc:  # a listener only queues; the worker must go on
+                log.warning("service.listener_failed", error=f"{type(exc).__name__}: {exc}")
         for key, wanted in statuses.items():
             self.status.want(key, wanted)
 

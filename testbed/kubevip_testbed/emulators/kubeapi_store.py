@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import secrets
 import threading
 import uuid
@@ -444,12 +445,53 @@ def _checked_body(r: ResourceDef, body: Any) -> dict[str, Any]:
                                       all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
             raise st.invalid(r, name, f"metadata.{map_field}", "FieldValueInvalid",
                              "Invalid value: must be a map of strings to strings")
+    causes = [cause for key, value in (meta.get("labels") or {}).items() for cause in _label_causes(key, value)]
+    if causes:
+        raise st.invalid_causes(r, name, causes)
     finalizers = meta.get("finalizers")
     if finalizers is not None and not (isinstance(finalizers, list) and all(isinstance(f, str) for f in finalizers)):
         raise st.invalid(r, name, "metadata.finalizers", "FieldValueInvalid",
                          "Invalid value: must be a list of strings")
     schema.decode(r, obj)
     return obj
+
+
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME_HELP = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+              "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+              "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+_VALUE_HELP = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and "
+               "must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', "
+               "regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+
+
+def _label_causes(key: str, value: str) -> list[tuple[str, str, str]]:
+    """apimachinery's ValidateLabels: the key a qualified name (an optional DNS-subdomain prefix of at most 253
+    characters and `/`, then a name of at most 63), the value at most 63 characters of the same alphabet."""
+    causes = []
+    prefix, _, name = key.rpartition("/")
+    key_errors = []
+    if "/" in key and not prefix:
+        key_errors.append("prefix part must be non-empty")
+    elif prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        key_errors.append("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                          "characters, '-' or '.', and must start and end with an alphanumeric character")
+    if not name:
+        key_errors.append("name part must be non-empty")
+    elif len(name) > 63:
+        key_errors.append("name part must be no more than 63 characters")
+    elif not _QUALIFIED_NAME.match(name):
+        key_errors.append(_NAME_HELP)
+    for error in key_errors:
+        causes.append(("metadata.labels", "FieldValueInvalid", f'Invalid value: "{key}": {error}'))
+    if len(value) > 63:
+        causes.append(("metadata.labels", "FieldValueInvalid",
+                       f'Invalid value: "{value}": must be no more than 63 characters'))
+    elif not _LABEL_VALUE.match(value):
+        causes.append(("metadata.labels", "FieldValueInvalid", f'Invalid value: "{value}": {_VALUE_HELP}'))
+    return causes
 
 
 def _settle_namespace(r: ResourceDef, namespace: str, meta: dict[str, Any]) -> None:
