@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from kubevip_testbed import bird as bird_driver
 from kubevip_testbed.bird import Bird, BirdPeer
 from kubevip_testbed.lab.cluster import LabCluster
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 
@@ -121,19 +121,6 @@ def test_a_crashed_leader_does_not_cost_the_hold_time(bgp_lab: tuple[LabCluster,
     assert took < 9, took
     assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
     print(f"crash -> FIB on {successor}: {took:.3f} s (lease {TIMERS[0]} s, hold 9 s)")
-
-
-def wait_for_value(probe: Callable[[], str | None], timeout: float) -> str:
-    found: list[str] = []
-
-    def seen() -> bool:
-        value = probe()
-        if value:
-            found.append(value)
-        return bool(value)
-
-    wait_for(seen, timeout=timeout)
-    return found[-1]
 
 
 def test_without_election_every_healthy_node_advertises_and_a_sick_one_withdraws(
