@@ -108,7 +108,9 @@ def test_release_hands_over_at_once(cluster: tuple[MemoryStore, Recorder, list[E
     a = spawn(cluster, "a", slow)
     wait_for(lambda: a.is_leader)
     b = spawn(cluster, "b", slow)
-    time.sleep(0.3)
+    # b is running and has seen a lead (a fixed 0.3 s could end before b's first look on a busy machine, and then
+    # b found the lock free at its first look after the release instead of being woken by the watch)
+    wait_for(lambda: b.leader == "a", timeout=5)
     a.stop()
     took = wait_for(lambda: b.is_leader, timeout=5)
     assert took < 0.5  # the watch wakes the follower; no retry period, no lease expiry
