@@ -177,8 +177,9 @@ def test_rejoins_only_through_a_fresh_election(cluster: tuple[MemoryStore, Recor
     wait_for(lambda: not a.is_leader, timeout=5)
     a.lock.fault = None  # type: ignore[attr-defined]
     wait_for(lambda: a.is_leader, timeout=5)  # nobody else: it takes the lock again, as a new term
-    kinds = [kind for _, name, kind in recorder.events if name == "a"]
-    assert kinds == ["start", "stop", "start"]
+    # on_started_leading runs on the callback thread after is_leader turns true: wait for its record too
+    wait_for(lambda: [kind for _, name, kind in list(recorder.events) if name == "a"] == ["start", "stop", "start"],
+             timeout=5)
     assert store.record is not None and store.record.holder == "a"
 
 
