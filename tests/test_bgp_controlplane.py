@@ -65,12 +65,11 @@ def _next_hops(router: Bird) -> list[str]:
 
 def _leader_route(lab: LabCluster, router: Bird) -> str:
     """Wait until the router's FIB sends the VIP to the Lease holder only; return that node."""
-    def settled() -> bool:
+    def settled() -> str | None:
         holder = lab.lease_holder()
-        return bool(holder) and _next_hops(router) == [lab.rig.ipv4(holder)]
+        return holder if holder and _next_hops(router) == [lab.rig.ipv4(holder)] else None
 
-    wait_for(settled, timeout=20)
-    return lab.lease_holder()
+    return wait_for_value(settled, timeout=20)  # the holder seen, not a second read of the Lease
 
 
 def test_only_the_leader_route_is_in_the_router_fib_and_traffic_follows_it(bgp_lab: tuple[LabCluster, Bird]) -> None:
@@ -114,7 +113,9 @@ def test_a_crashed_leader_does_not_cost_the_hold_time(bgp_lab: tuple[LabCluster,
     lab.kill("n1")
     crashed = time.monotonic()
     successor = wait_for_value(lambda: next((n for n in lab.nodes if n != "n1" and _next_hops(router) ==
-                                             [lab.rig.ipv4(n)]), None), timeout=TIMERS[0] + 3)
+                                             [lab.rig.ipv4(n)]), None), timeout=9)
+    # up to the hold time (TIMERS[0] + 3 was tight on a busy machine): what proves the MED made the difference is
+    # that n1's session and route are still there, asserted next
     took = time.monotonic() - crashed
     assert router.protocol("n1").established  # the dead leader's session is still up ...
     assert len(router.routes("n1")) == 1  # ... and its route still at the router: the MED made the difference
