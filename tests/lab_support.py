@@ -215,7 +215,7 @@ class Sampler:
         return "\n".join(lines)
 
 
-def settled(lab: LabCluster) -> str:
+def settled(lab: LabCluster, timeout: float = 20.0) -> str:
     """Wait until exactly one node holds the VIP and it is the Lease holder; return it."""
     seen: list[str] = []
 
@@ -224,5 +224,5 @@ def settled(lab: LabCluster) -> str:
         seen[:] = holders
         return len(holders) == 1 and holders == [lab.lease_holder()]
 
-    wait_for(one_holder_named_by_the_lease)
+    wait_for(one_holder_named_by_the_lease, timeout=timeout)
     return seen[0]

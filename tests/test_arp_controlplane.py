@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from kubevip_testbed.lab.cluster import LabCluster
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.lab_support import Sampler, settled
 from tests.realapi_support import tier_backend
 from tests.rig_support import require_rig
@@ -47,12 +47,14 @@ def test_vip_on_exactly_the_leader_through_handover_and_crash(lab: LabCluster) -
         lab.kill(second)  # crash: power loss, the address stays on a dead node
         lab.rig.link_down(second)
         sampler.dead.add(second)
-        wait_for(lambda: [n for n in lab.holders() if n != second] != [])
-        third = next(n for n in lab.holders() if n != second)
+        # the holder seen by the wait: a second read of the holders may see another state than the one that passed
+        third = wait_for_value(lambda: next((n for n in lab.holders() if n != second), None))
         assert third not in (leader, second)
         wait_for(lambda: lab.lease_holder() == third)
-        time.sleep(0.3)
-        assert lab.rig.run("client", ["ping", "-c1", "-W1", lab.vip]).returncode == 0
+        # the GARP leaves from the announcer's thread after the address is added (a fixed 0.3 s was too short on
+        # a busy machine); without one the client's entry would name the dead node's MAC for far longer than 5 s
+        wait_for(lambda: lab.rig.run("client", ["ping", "-c1", "-W1", lab.vip], check=False).returncode == 0,
+                 timeout=5)
         assert lab.node_of_mac(lab.client_mac()) == third
     print(sampler.report())
     assert sampler.sweeps > 100
@@ -69,7 +71,8 @@ def test_stray_vip_on_a_follower_is_removed_within_one_period(lab: LabCluster) -
     took = wait_for(lambda: follower not in lab.holders(), timeout=5)
     assert took <= RECONCILE + 0.5
     assert lab.holders() == [leader]
-    wait_for(lambda: any(e["event"] == "vip.stray_removed" for e in lab.events(follower)), timeout=2)
+    # logged after the removal the test just saw: 2 s was tight for a busy machine (failure latency only)
+    wait_for(lambda: any(e["event"] == "vip.stray_removed" for e in lab.events(follower)), timeout=10)
 
 
 def test_deleted_vip_on_the_leader_heals_within_one_period(lab: LabCluster) -> None:
@@ -77,7 +80,8 @@ def test_deleted_vip_on_the_leader_heals_within_one_period(lab: LabCluster) -> N
     lab.rig.run(leader, ["ip", "addr", "del", f"{lab.vip}/32", "dev", "eth0"])
     took = wait_for(lambda: leader in lab.holders(), timeout=5)
     assert took <= RECONCILE + 0.5
-    wait_for(lambda: any(e["event"] == "reconcile.repaired" for e in lab.events(leader)), timeout=2)
+    # logged after the repair the test just saw: 2 s was tight for a busy machine (failure latency only)
+    wait_for(lambda: any(e["event"] == "reconcile.repaired" for e in lab.events(leader)), timeout=10)
     assert lab.rig.run("client", ["ping", "-c1", "-W1", lab.vip]).returncode == 0
 
 
@@ -88,8 +92,8 @@ def test_leader_cut_from_the_api_drops_the_vip_before_another_node_adds_it(lab: 
         pid = lab.managers[leader].pid
         cut = time.monotonic()
         lab.rig.block(leader, lab.rig.ipv4("router"), 6443)
-        wait_for(lambda: lab.lease_holder() not in ("", leader), timeout=15)
-        successor = lab.lease_holder()
+        # the holder seen by the wait: a Lease read after it could name another holder (or none)
+        successor = wait_for_value(lambda: holder if (holder := lab.lease_holder()) != leader else None, timeout=15)
         wait_for(lambda: lab.holders() == [successor])
         wait_for(lambda: any(hold.maybe[1] > cut for hold in sampler.holds(successor)))  # the sampler saw it too
         # from each node's own read windows: the latest the leader may have held, the earliest the successor may
@@ -140,8 +144,8 @@ def test_ipv6_vip_is_reached_from_the_client_after_failover() -> None:
         assert lab.rig.run("client", ["ping", "-6", "-c1", "-W1", lab.vip]).returncode == 0
         lab.kill(leader)
         lab.rig.link_down(leader)
-        wait_for(lambda: any(n != leader for n in lab.holders()))
-        successor = next(n for n in lab.holders() if n != leader)
+        # the holder seen by the wait: a second read of the holders may see another state than the one that passed
+        successor = wait_for_value(lambda: next((n for n in lab.holders() if n != leader), None))
         wait_for(lambda: lab.rig.run("client", ["ping", "-6", "-c1", "-W1", lab.vip], check=False).returncode == 0,
                  timeout=5)
         assert lab.node_of_mac(lab.client_mac()) == successor

@@ -27,6 +27,7 @@ from kubevip_metal.config import build_config
 from kubevip_testbed.lab.cluster import LabCluster
 from kubevip_testbed.rig import Rig
 from kubevip_testbed.waiting import wait_for
+from tests.lab_support import settled
 from tests.rig_support import require_rig
 
 NOT_FOR_THE_ARP_CONTROL_PLANE = ("kubernetes", "pydantic", "urllib3", "requests", "prometheus_client", "exabgp",
@@ -50,8 +51,7 @@ def test_the_arp_control_plane_imports_only_what_it_needs(monkeypatch: pytest.Mo
     with LabCluster(nodes=2, timers=(2.0, 1.5, 0.4)) as lab:
         for node in lab.nodes:
             lab.start(node)
-        wait_for(lambda: len(lab.holders()) == 1 and lab.lease_holder() in lab.holders(), timeout=30)
-        leader = lab.lease_holder()
+        leader = settled(lab, timeout=30)  # one read of the holders per look: two reads could see two states
         follower = next(node for node in lab.nodes if node != leader)
         # renewals, the follower's watch events and a reconciler pass have run by now
         wait_for(lambda: any(e["event"] == "election.new_leader" for e in lab.events(follower)), timeout=10)

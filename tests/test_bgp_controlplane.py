@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from kubevip_testbed import bird as bird_driver
 from kubevip_testbed.bird import Bird, BirdPeer
 from kubevip_testbed.lab.cluster import LabCluster
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 
@@ -65,12 +65,11 @@ def _next_hops(router: Bird) -> list[str]:
 
 def _leader_route(lab: LabCluster, router: Bird) -> str:
     """Wait until the router's FIB sends the VIP to the Lease holder only; return that node."""
-    def settled() -> bool:
+    def settled() -> str | None:
         holder = lab.lease_holder()
-        return bool(holder) and _next_hops(router) == [lab.rig.ipv4(holder)]
+        return holder if holder and _next_hops(router) == [lab.rig.ipv4(holder)] else None
 
-    wait_for(settled, timeout=20)
-    return lab.lease_holder()
+    return wait_for_value(settled, timeout=20)  # the holder seen, not a second read of the Lease
 
 
 def test_only_the_leader_route_is_in_the_router_fib_and_traffic_follows_it(bgp_lab: tuple[LabCluster, Bird]) -> None:
@@ -114,26 +113,15 @@ def test_a_crashed_leader_does_not_cost_the_hold_time(bgp_lab: tuple[LabCluster,
     lab.kill("n1")
     crashed = time.monotonic()
     successor = wait_for_value(lambda: next((n for n in lab.nodes if n != "n1" and _next_hops(router) ==
-                                             [lab.rig.ipv4(n)]), None), timeout=TIMERS[0] + 3)
+                                             [lab.rig.ipv4(n)]), None), timeout=9)
+    # up to the hold time (TIMERS[0] + 3 was tight on a busy machine): what proves the MED made the difference is
+    # that n1's session and route are still there, asserted next
     took = time.monotonic() - crashed
     assert router.protocol("n1").established  # the dead leader's session is still up ...
     assert len(router.routes("n1")) == 1  # ... and its route still at the router: the MED made the difference
     assert took < 9, took
     assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0
     print(f"crash -> FIB on {successor}: {took:.3f} s (lease {TIMERS[0]} s, hold 9 s)")
-
-
-def wait_for_value(probe: Callable[[], str | None], timeout: float) -> str:
-    found: list[str] = []
-
-    def seen() -> bool:
-        value = probe()
-        if value:
-            found.append(value)
-        return bool(value)
-
-    wait_for(seen, timeout=timeout)
-    return found[-1]
 
 
 def test_without_election_every_healthy_node_advertises_and_a_sick_one_withdraws(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -39,7 +38,7 @@ from kubevip_testbed.metal_routers import (
     sessions,
 )
 from kubevip_testbed.nodes import replace_node_annotations
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 
@@ -51,14 +50,13 @@ PREFIX = "bgp.example.net"  # a CCM fork's own prefix: the contract is the same 
 
 def _leader_at_every_peer(lab: LabCluster, routers: Routers, peers: Sequence[MetalPeer]) -> str:
     """The leader's route reached each peer through its session, and the router's FIB forwards to the leader."""
-    def settled() -> bool:
+    def settled() -> str | None:
         holder = lab.lease_holder()
         if not holder or sorted(routers.birds["router"].fib(4).get(ROUTE, [])) != [lab.rig.ipv4(holder)]:
-            return False
-        return all(ROUTE in routers.of(peer).routes(protocol(holder, peer)) for peer in peers)
+            return None
+        return holder if all(ROUTE in routers.of(peer).routes(protocol(holder, peer)) for peer in peers) else None
 
-    wait_for(settled, timeout=20)
-    return lab.lease_holder()
+    return wait_for_value(settled, timeout=20)  # the holder seen, not a second read of the Lease
 
 
 def _no_secret_in_logs(lab: LabCluster, secrets: Sequence[str]) -> None:
@@ -115,11 +113,14 @@ def test_annotations_give_each_peer_its_own_as_and_password_and_follow_changes_l
 
             # a password rotated at the router and in the annotations: that session comes back, the other stays
             before = sessions(router, lab, [alpha])
+            old_beta = sessions(router, lab, [beta])
             rotated = [alpha, MetalPeer(2, beta.address, beta.asn, "gamma-Pass3", role="router2")]
             router.reconfigure(rotated)
             for node in lab.nodes:
                 replace_node_annotations(api, node, PREFIX, ccm_annotations(PREFIX, rotated, lab.rig.ipv4(node)))
-            time.sleep(1)  # let BIRD drop the old sessions before waiting for the new ones
+            # BIRD drops the old sessions (a fixed 1 s was a guess: the wait below could pass on an old session,
+            # which then flapped during the next step's no-drop check)
+            wait_for(lambda: flapped(old_beta, sessions(router, lab, [beta])) == sorted(old_beta), timeout=20)
             all_established(router, lab, rotated)
             dropped = flapped(before, sessions(router, lab, [alpha]))
             assert not dropped, f"a session whose settings did not change dropped: {dropped}"

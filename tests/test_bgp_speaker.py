@@ -378,9 +378,12 @@ def test_close_withdraws_at_once_and_stops_exabgp(lab: Lab) -> None:
     pid, workdir = speaker.exabgp_pid, speaker.config_path.parent
     assert pid is not None
     seen: list[float] = []
-    watcher = threading.Thread(target=lambda: seen.append(router.wait_fib({VIP}, present=False)))
+    polling = threading.Event()
+    watcher = threading.Thread(target=lambda: seen.append(router.wait_fib({VIP}, present=False, polling=polling)))
     watcher.start()
-    time.sleep(0.05)  # the watcher polls inside the router's namespace by now
+    # the watcher polls inside the router's namespace (a fixed 0.05 s could end before it had joined it on a busy
+    # machine: its first read would come after close() and measure its own start-up)
+    assert polling.wait(10)
     started = time.monotonic()
     speaker.close()
     closed = time.monotonic()

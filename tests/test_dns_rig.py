@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from kubevip_testbed.dns import DnsLab, dnsmasq_missing
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.lab_support import settled as lab_settled
 from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
@@ -66,6 +66,8 @@ def test_a_changed_record_moves_the_vip_on_the_leader_and_the_client_follows(lab
     wait_for(lambda: _ping(lab, lab.vip), timeout=5)
     assert lab.node_of_mac(lab.client_mac()) == leader  # the client's ARP entry: the leader's MAC
     assert not _ping(lab, old)
+    # dns.moved is logged once the claim and its announcement are done: the kernel answered the client first
+    wait_for(lambda: _moved(lab, leader), timeout=10)
     moved = [e for e in lab.events(leader) if e["event"] == "dns.moved"]
     assert [(e["old"], e["new"]) for e in moved] == [(old, "198.51.100.20")]
     for node in lab.nodes:  # every node followed the name; only the leader's claim is active
@@ -98,8 +100,8 @@ def test_a_new_leader_takes_the_names_current_address(lab: DnsLab) -> None:
         wait_for(lambda: _moved(lab, node), timeout=10)  # noqa: B023 (called at once, in this iteration)
     assert lab.terminate(leader) == 0
     # one read per look: the old leader may still hold the address at one read and none at the next
-    wait_for(lambda: (now := lab.holders()) != [leader] and len(now) == 1, timeout=10)
-    successor = lab.holders()[0]
+    successor = wait_for_value(lambda: now[0] if len(now := lab.holders()) == 1 and now != [leader] else None,
+                               timeout=10)  # the holder the wait saw: a second read could see none and raise
     assert lab.holders(old) == []
     assert not any(e["event"] == "vip.added" and e["vip"].startswith(old + "/")
                    for e in lab.events(successor))  # never the stale address, not even briefly
@@ -134,9 +136,9 @@ def test_by_bgp_a_changed_record_moves_the_route_at_the_router() -> None:
             def hops(address: str) -> list[str]:
                 return sorted(bird.fib(4).get(ipaddress.ip_network(f"{address}/32"), []))
 
-            wait_for(lambda: bool(holder := lab.lease_holder()) and hops(old) == [lab.rig.ipv4(holder)],
-                     timeout=30)
-            leader = lab.lease_holder()
+            # the holder the wait saw: a second read of the Lease could name another holder or none
+            leader = wait_for_value(lambda: holder if (holder := lab.lease_holder())
+                                    and hops(old) == [lab.rig.ipv4(holder)] else None, timeout=30)
             assert _ping(lab, old)
             lab.move(new)
             wait_for(lambda: hops(new) == [lab.rig.ipv4(leader)] and hops(old) == [], timeout=15)

@@ -108,7 +108,9 @@ def test_release_hands_over_at_once(cluster: tuple[MemoryStore, Recorder, list[E
     a = spawn(cluster, "a", slow)
     wait_for(lambda: a.is_leader)
     b = spawn(cluster, "b", slow)
-    time.sleep(0.3)
+    # b is running and has seen a lead (a fixed 0.3 s could end before b's first look on a busy machine, and then
+    # b found the lock free at its first look after the release instead of being woken by the watch)
+    wait_for(lambda: b.leader == "a", timeout=5)
     a.stop()
     took = wait_for(lambda: b.is_leader, timeout=5)
     assert took < 0.5  # the watch wakes the follower; no retry period, no lease expiry
@@ -175,8 +177,9 @@ def test_rejoins_only_through_a_fresh_election(cluster: tuple[MemoryStore, Recor
     wait_for(lambda: not a.is_leader, timeout=5)
     a.lock.fault = None  # type: ignore[attr-defined]
     wait_for(lambda: a.is_leader, timeout=5)  # nobody else: it takes the lock again, as a new term
-    kinds = [kind for _, name, kind in recorder.events if name == "a"]
-    assert kinds == ["start", "stop", "start"]
+    # on_started_leading runs on the callback thread after is_leader turns true: wait for its record too
+    wait_for(lambda: [kind for _, name, kind in list(recorder.events) if name == "a"] == ["start", "stop", "start"],
+             timeout=5)
     assert store.record is not None and store.record.holder == "a"
 
 

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from kubevip_testbed.lab.cluster import LabCluster
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.realapi_support import tier_backend
 from tests.rig_support import require_rig
 
@@ -90,8 +90,7 @@ def test_leadership_drift_and_services_become_events(lab: tuple[LabCluster, Even
     cluster, events = lab
     for node in cluster.nodes:
         cluster.start(node)
-    wait_for(lambda: bool(cluster.lease_holder()), timeout=30)
-    leader = cluster.lease_holder()
+    leader = wait_for_value(cluster.lease_holder, timeout=30)  # the holder seen, not a later read
     wait_for(lambda: events.lease("BecameLeader", leader), timeout=30)
     (elected,) = events.lease("BecameLeader", leader)
     assert elected.source.component == "kube-vip-metal" and elected.source.host == leader
@@ -129,8 +128,8 @@ def test_leadership_drift_and_services_become_events(lab: tuple[LabCluster, Even
 
     # the leader cut off from its API server: it steps down, another takes over; its Event once the API is back
     cluster.api.set_fault(leader, outage="refuse")
-    wait_for(lambda: cluster.lease_holder() not in ("", leader), timeout=30)
-    successor = cluster.lease_holder()
+    # the holder seen by the wait: a Lease read after it could name another holder (or none)
+    successor = wait_for_value(lambda: now if (now := cluster.lease_holder()) != leader else None, timeout=30)
     wait_for(lambda: events.lease("BecameLeader", successor), timeout=30)
     cluster.api.clear_fault(leader)
     wait_for(lambda: events.lease("SteppedDown", leader), timeout=60)

@@ -5,10 +5,8 @@ a session Established)."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import signal
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -106,17 +104,20 @@ def test_real_managers_alive_while_waiting_ready_once_up(tier: str, request: pyt
                 lab.start(node)
             wait_for(lambda: _probe(lab, "n2", "/readyz")[0] == 200, timeout=20)
             assert _probe(lab, "n2", "/healthz") == (200, "ok\n")
-            time.sleep(1)
+            # n2 ready says nothing of n1, which may still be starting on a busy machine (a fixed 1 s was a guess):
+            # its health server listening, then its elector campaigning, before the assertions on what they say
+            wait_for(lambda: _probe(lab, "n1", "/healthz")[0] != 0, timeout=20)
             assert _probe(lab, "n1", "/healthz") == (200, "ok\n")  # alive: a restart would not help
+            wait_for(lambda: "has not answered" in _probe(lab, "n1", "/readyz")[1], timeout=20)
             status, reason = _probe(lab, "n1", "/readyz")
             assert status == 503 and "has not answered" in reason, reason
             lab.api.clear_fault("n1")
             wait_for(lambda: _probe(lab, "n1", "/readyz")[0] == 200, timeout=40)  # the bring-up backs off
             leader = lab.lease_holder()
             lab.managers[leader].send_signal(signal.SIGUSR1)  # the state, one line, secrets masked
-            wait_for(lambda: '"state.report"' in lab.log_path(leader).read_text(), timeout=10)
-            report = next(json.loads(line) for line in lab.log_path(leader).read_text().splitlines()
-                          if '"state.report"' in line)
+            # the whole line, parsed (events() skips a line still being written: a long one takes several writes)
+            wait_for(lambda: any(e["event"] == "state.report" for e in lab.events(leader)), timeout=10)
+            report = next(e for e in lab.events(leader) if e["event"] == "state.report")
             assert report["control_plane_leader"] is True and report["vips"] == [f"{lab.vip}/32@eth0"]
         finally:
             for node in list(lab.managers):

@@ -110,7 +110,8 @@ def test_mixed_cluster_never_puts_the_vip_on_two_nodes(mixed: tuple[LabCluster, 
                 stopped.append((leader, sent, time.monotonic()))
             else:
                 assert lab.terminate(leader) == 0
-            wait_for(lambda victim=leader: lab.lease_holder() not in ("", victim), timeout=4 * TIMERS[0])  # type: ignore[misc]
+            # failure latency only (12 s was tight for a take-over with two implementations starting on a busy machine)
+            wait_for(lambda victim=leader: lab.lease_holder() not in ("", victim), timeout=30)  # type: ignore[misc]
             # back as after a reboot: the stale VIP gone, the cable in, the process started again
             lab.rig.run(leader, ["ip", "addr", "del", f"{lab.vip}/32", "dev", "eth0"], check=False)
             lab.rig.link_up(leader)

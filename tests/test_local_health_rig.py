@@ -22,7 +22,7 @@ from kubevip_testbed import bird as bird_driver
 from kubevip_testbed.bird import Bird, BirdPeer
 from kubevip_testbed.lab.cluster import API_PORT, LabCluster
 from kubevip_testbed.lab.local_api import PORT, LocalApi
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.lab_support import Sampler, settled
 from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
@@ -94,10 +94,14 @@ def test_a_leader_whose_api_server_stops_hands_the_vip_to_a_healthy_node(lab: La
         leader = settled(cluster)
         all_healthy(cluster)
         apis[leader].stop()
-        wait_for(lambda: cluster.lease_holder() not in ("", leader), timeout=15)
-        successor = cluster.lease_holder()
+        # the holder seen by the wait: a Lease read after it could name another holder (or none)
+        successor = wait_for_value(lambda: now if (now := cluster.lease_holder()) != leader else None, timeout=15)
         wait_for(lambda: cluster.holders() == [successor])
         assert health(cluster, leader) == "unhealthy" and health(cluster, successor) == "healthy"
+        # each line is logged after its write: the leader may release on the claim, and the other healthy node take
+        # the Lease and the VIP, before the claimer has logged its claim or the leader its release
+        wait_for(lambda: any(count(cluster, n, "election.claimed") for n in cluster.nodes)
+                 and count(cluster, leader, "election.released") > 0, timeout=10)
         # one claim won the race; the release names the claimer, and the claimer or the other healthy node, whichever
         # is faster, takes the released Lease
         claimers = [n for n in cluster.nodes if count(cluster, n, "election.claimed")]
@@ -133,8 +137,13 @@ def test_when_every_api_server_fails_nobody_yields(lab: Lab) -> None:
     leader = settled(cluster)
     all_healthy(cluster)
     with Sampler(cluster) as sampler:
-        for api in apis.values():
-            api.stop()
+        # the followers' servers fail first and the leader's once they are unhealthy: stopped together, a follower
+        # whose check runs later is still healthy when the leader offers, and rightly claims
+        for node, api in apis.items():
+            if node != leader:
+                api.stop()
+        wait_for(lambda: all(health(cluster, n) == "unhealthy" for n in cluster.nodes if n != leader), timeout=15)
+        apis[leader].stop()
         wait_for(lambda: all(health(cluster, n) == "unhealthy" for n in cluster.nodes), timeout=15)
         observed = time.monotonic()
         while time.monotonic() - observed < 6 * TIMERS[0]:  # many lease durations
@@ -221,10 +230,13 @@ def test_bgp_with_election_the_route_follows_the_handover(
         holder = lab.lease_holder()
         return bool(holder) and _next_hops(router) == [lab.rig.ipv4(holder)]
 
-    wait_for(route_on_holder, timeout=20)
-    leader = lab.lease_holder()
+    def routed_holder() -> str | None:
+        holder = lab.lease_holder()
+        return holder if holder and _next_hops(router) == [lab.rig.ipv4(holder)] else None
+
+    leader = wait_for_value(routed_holder, timeout=20)  # the holder seen by the wait, not a second read
     all_healthy(lab)
     apis[leader].stop()
     wait_for(lambda: lab.lease_holder() not in ("", leader), timeout=15)
-    wait_for(route_on_holder, timeout=15)
+    wait_for(routed_holder, timeout=15)
     assert lab.rig.run("client", ["ping", "-c1", "-W1", VIP]).returncode == 0

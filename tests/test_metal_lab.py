@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kubevip_testbed.lab.cluster import METAL_TOKEN, LabCluster
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.realapi_support import tier_backend
 from tests.rig_support import require_rig
 
@@ -18,19 +18,21 @@ def test_elastic_ip_follows_the_leader(api: str, request: pytest.FixtureRequest)
     with LabCluster(timers=(2, 1.5, 0.4), metal=True, api=backend) as lab:
         for node in lab.nodes:
             lab.start(node)
-        wait_for(lambda: bool(holder := lab.lease_holder()) and lab.eip_holders() == [holder]
-                 and lab.holders() == [holder], timeout=60)  # three managers starting on a busy machine
-        first = lab.lease_holder()
+        def leading(*gone: str, vip_too: bool = False) -> str | None:
+            """The Lease holder when the EIP (and, with `vip_too`, the VIP) is on it alone: the value the wait
+            saw, since a second read of the Lease could name another holder or none."""
+            holder = lab.lease_holder()
+            if holder in ("", *gone) or lab.eip_holders() != [holder]:
+                return None
+            return holder if not vip_too or lab.holders() == [holder] else None
+
+        first = wait_for_value(lambda: leading(vip_too=True), timeout=60)  # three managers starting, busy machine
         lab.kill(first)  # crash: nothing is unassigned by the dead node
         lab.rig.link_down(first)
-        wait_for(lambda: (holder := lab.lease_holder()) not in ("", first) and lab.eip_holders() == [holder],
-                 timeout=60)
-        second = lab.lease_holder()
+        second = wait_for_value(lambda: leading(first), timeout=60)
         assert lab.metal_api.emulator.assignments_of(lab.vip) == [lab.metal_devices[second]]
         assert lab.terminate(second) == 0  # graceful: its VIP leaves lo, the next leader moves the EIP
-        wait_for(lambda: (holder := lab.lease_holder()) not in ("", first, second)
-                 and lab.eip_holders() == [holder], timeout=60)
-        third = lab.lease_holder()
+        third = wait_for_value(lambda: leading(first, second), timeout=60)
         wait_for(lambda: [n for n in lab.holders() if n != first] == [third])
         lab.metal_api.emulator.assert_no_violations()
         for node in lab.nodes:

@@ -46,6 +46,8 @@ def test_a_missing_permission_keeps_a_candidate_from_ever_leading(real_api: Real
     first.kill()  # the Lease stays, held by n1, and expires after 2 s; taking it over needs `update`
     weak = ours("n2", crippled, LEASE, TIMERS).start()
     candidates.append(weak)
+    # it runs and has read the Lease (a process still starting after the fixed 6 s would prove nothing)
+    wait_for(lambda: any(e["event"] == "new_leader" for e in weak.snapshot()), timeout=30)
     time.sleep(6)
     assert not any(e["event"] == "started_leading" for e in weak.snapshot())
     strong = ours("n3", full, LEASE, TIMERS).start()  # the rendered role is enough

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from kubernetes import client
 from kubevip_testbed import bird as bird_driver
 from kubevip_testbed.bird import Bird, BirdPeer
 from kubevip_testbed.lab.cluster import LabCluster
-from kubevip_testbed.waiting import wait_for
+from kubevip_testbed.waiting import wait_for, wait_for_value
 from tests.realapi_support import tier_backend
 from tests.rig_support import require, require_rig
 
@@ -103,8 +102,7 @@ def test_arp_the_services_lease_holder_serves_and_a_crash_moves_every_service(
     api.service("cp-too", "198.51.100.10")  # on the control plane's own VIP: shared, never taken away
     for name in ("web", "dns", "cp-too"):
         api.endpoints(name, ["n2", "n3"])
-    wait_for(lambda: bool(_services_holder(lab)), timeout=20)
-    holder = _services_holder(lab)
+    holder = wait_for_value(lambda: _services_holder(lab), timeout=20)  # the holder seen, not a later read
     wait_for(lambda: lab.holders("198.51.100.50") == [holder] and lab.holders("198.51.100.51") == [holder],
              timeout=20)
     assert lab.rig.run("client", ["ping", "-c1", "-W1", "198.51.100.50"]).returncode == 0
@@ -118,11 +116,13 @@ def test_arp_the_services_lease_holder_serves_and_a_crash_moves_every_service(
     cp_leader = lab.lease_holder()
     lab.rig.link_down(holder)  # a crash of the Services Lease holder
     lab.kill(holder)
-    wait_for(lambda: _services_holder(lab) not in ("", holder), timeout=20)
-    successor = _services_holder(lab)
+    # the holder seen by the wait: a Lease read after it could name another holder (or none)
+    successor = wait_for_value(lambda: now if (now := _services_holder(lab)) != holder else None, timeout=20)
     wait_for(lambda: successor in lab.holders("198.51.100.50"), timeout=10)
-    time.sleep(0.5)
-    assert lab.rig.run("client", ["ping", "-c1", "-W1", "198.51.100.50"]).returncode == 0
+    # the GARP leaves from the announcer's thread after the address is added (a fixed 0.5 s was too short on a
+    # busy machine); without one the client's entry would name the dead node's MAC for far longer than 5 s
+    wait_for(lambda: lab.rig.run("client", ["ping", "-c1", "-W1", "198.51.100.50"], check=False).returncode == 0,
+             timeout=5)
     if cp_leader != holder:  # the shared address stayed where the control plane leads
         assert cp_leader in lab.holders("198.51.100.10")
     wait_for(lambda: _vip_host(api, "web") == successor, timeout=10)
@@ -166,6 +166,12 @@ def test_bgp_every_serving_node_advertises_local_only_the_endpoints_node_delete_
         bgp_lab: tuple[LabCluster, Bird, Api]) -> None:
     lab, bird, api = bgp_lab
     everyone = sorted(lab.rig.ipv4(node) for node in lab.nodes)
+    # the control plane's route first (the managers were only just started): the end asserts it stayed untouched
+    def routed_leader() -> str | None:
+        leader = lab.lease_holder()
+        return leader if leader and _hops(bird, "203.0.113.10") == [lab.rig.ipv4(leader)] else None
+
+    wait_for_value(routed_leader, timeout=30)
     api.service("web", "203.0.113.50")
     api.endpoints("web", ["n3"])  # Cluster policy: any endpoint makes every node a next hop (kube-proxy forwards)
     api.service("local", "203.0.113.51", local=True)
@@ -218,8 +224,12 @@ def test_per_service_election_each_service_its_holder_and_a_crash_moves_only_its
     def placement() -> dict[str, list[str]]:
         return {name: lab.holders(address) for name, address in addresses.items()}
 
-    wait_for(lambda: all(len(held) == 1 for held in placement().values()), timeout=30)
-    before = placement()
+    # the placement seen by the wait, not a later read (a Service could be moving at that one)
+    def settled_placement() -> dict[str, list[str]] | None:
+        now = placement()
+        return now if all(len(held) == 1 for held in now.values()) else None
+
+    before = wait_for_value(settled_placement, timeout=30)
     assert all(_service_lease_holder(api, name) == held[0] for name, held in before.items())
     victim = before["s0"][0]
     kept = {name: held for name, held in before.items() if held[0] != victim}

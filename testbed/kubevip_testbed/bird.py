@@ -324,10 +324,12 @@ class Bird:
         return out
 
     def wait_fib(self, prefixes: Collection[str | Network], present: bool = True, timeout: float = 10.0,
-                 step: float = 0.0005) -> float:
+                 step: float = 0.0005, polling: threading.Event | None = None) -> float:
         """Poll the namespace's kernel FIB until every prefix is in it (or, `present=False`, none is); returns
         the `time.monotonic()` at which that was first seen. Reads /proc from a thread inside the namespace,
-        cheap enough to poll every half millisecond, so latencies measured with it are sub-millisecond true."""
+        cheap enough to poll every half millisecond, so latencies measured with it are sub-millisecond true.
+        `polling` is set once the first read is made: a test that measures from its own action waits for it (a
+        watcher thread started just before may still be joining the namespace, and would see the change late)."""
         targets = {ipaddress.ip_network(p) for p in prefixes}
         families = {t.version for t in targets}
 
@@ -336,6 +338,8 @@ class Bird:
             while True:
                 now = time.monotonic()
                 have = _kernel_prefixes(families)
+                if polling is not None:
+                    polling.set()
                 if (targets <= have) if present else not (targets & have):
                     return now
                 if now > deadline:
