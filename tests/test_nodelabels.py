@@ -15,7 +15,8 @@ import pytest
 from kubernetes import client
 
 from generic.addresses import Vip
-from kubevip_metal.daemon.nodelabels import HAS_IP, NodeLabels, label_value
+from kubevip_metal.daemon.nodelabels import HAS_IP, NodeLabels
+from kubevip_metal.node_requests import label_value
 from kubevip_testbed.waiting import wait_for
 from tests.kubeapi_support import EmulatedApi, api_error
 

@@ -5,15 +5,13 @@ it forever, so a selector on it (a NetworkPolicy, a monitoring rule, `kubectl ge
 Here the new leader also removes `kube-vip.io/has-ip=<our VIP>` from every other Node (a list with that label
 selector, then a merge patch each), so after any failover exactly one Node carries it.
 
-**The value.** A label value is at most 63 characters of `[A-Za-z0-9._-]`, beginning and ending with an
-alphanumeric, so an IPv6 address cannot be written as is: an IPv4 address is written as is (`192.0.2.10`), an IPv6
-address as its 16 bytes in 32 lower-case hex digits (`2001:db8::10` -> `20010db8000000000000000000000010`, as
-kube-vip's hex encoding), and two addresses (dual stack) joined by `_`, IPv4 first (at most 15 + 1 + 32 = 48
-characters). An address that would not fit any more is left out (there are never more than two here).
+**The value** is `kubevip_metal.node_requests.label_value`'s: an IPv4 address as is (`192.0.2.10`), an IPv6 address
+in 32 hex digits, two addresses (dual stack) joined by `_`.
 
 **Never blocking the elector.** The control plane's claim changes (`claimed`) only record the wish; one writer
 thread makes it true: a JSON merge patch `{"metadata":{"labels":{"kube-vip.io/has-ip": value or null}}}` on this
-Node, then, when leading, the clean-up of the other Nodes. Each request has a timeout; a transient failure (no
+Node, then, when leading, the clean-up of the other Nodes (the requests and the reading of their answers are
+`kubevip_metal.node_requests`'s). Each request has a timeout; a transient failure (no
 connection, 404 while the Node is not registered yet, 409, 429, 5xx) is retried by tenacity with exponential
 backoff for as long as that wish stands; a newer wish cuts the retries short, a refusal (403: the RBAC lacks
 `patch` on nodes; 422) is logged and dropped. Failures are logged as one line each, at most once a minute per kind,
@@ -33,43 +31,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import quote
 
 import tenacity
 
 from generic.addresses import Vip
 from generic.logfmt import get_logger
-from generic.parse import IPAddress
 from kubevip_metal.events import ModestLog
+from kubevip_metal.node_requests import REQUEST_TIMEOUT, Gone, NodeRequests, Refused, Transient, label_value
 
 log = get_logger("kubevip_metal.nodelabels")
 
 HAS_IP = "kube-vip.io/has-ip"
-VALUE_LIMIT = 63  # a label value's maximum length
-MERGE_PATCH = "application/merge-patch+json"
-REQUEST_TIMEOUT = 5.0
 BACKOFF, BACKOFF_MAX = 0.5, 10.0
 
 _UNSET = object()  # nothing wished yet: a follower that never led writes nothing
 _UNKNOWN = object()  # a write failed: what the Node carries is not known
-
-
-def label_value(addresses: Iterable[IPAddress]) -> str:
-    """The `kube-vip.io/has-ip` value for `addresses` (see the module's docstring); "" for none."""
-    parts: list[str] = []
-    for ip in sorted(set(addresses), key=lambda a: (a.version, a.packed)):
-        text = str(ip) if ip.version == 4 else ip.packed.hex()
-        if len("_".join([*parts, text])) <= VALUE_LIMIT:
-            parts.append(text)
-    return "_".join(parts)
-
-
-class _Transient(Exception):
-    """Worth another attempt."""
-
-
-class _Refused(Exception):
-    """The API server refused for good (403, 422)."""
 
 
 class NodeLabels:
@@ -81,8 +57,9 @@ class NodeLabels:
     def __init__(self, api_client: Callable[[], Any], node: str, *, clean_others: bool = True,
                  request_timeout: float = REQUEST_TIMEOUT, backoff: float = BACKOFF,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._api_client, self.node, self.clean_others = api_client, node, clean_others
-        self._timeout, self._backoff = request_timeout, backoff
+        self.node, self.clean_others = node, clean_others
+        self._requests = NodeRequests(api_client, node, request_timeout)
+        self._backoff = backoff
         self._changed = threading.Condition()
         self._wanted: Any = _UNSET  # str: the value to carry; None: carry no label
         self._serial = 0  # bumped by every wish: retries of an older one stop
@@ -93,7 +70,6 @@ class NodeLabels:
         self._idle.set()
         self._thread: threading.Thread | None = None
         self._modest = ModestLog(clock, logger=log)
-        self.writes = 0  # requests that succeeded (patches and lists), for tests and metrics
 
     # -- the callers' side (the control plane's claim; never blocks) ------------------------------------------
 
@@ -127,6 +103,11 @@ class NodeLabels:
         """The last wish is written (or given up); for tests."""
         return self._idle.is_set()
 
+    @property
+    def writes(self) -> int:
+        """Requests that succeeded (patches and lists), for tests and metrics."""
+        return self._requests.succeeded
+
     # -- the writer -----------------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -154,7 +135,7 @@ class NodeLabels:
                 self._retrying(serial, self._clean_others, wanted, serial)
         except _Superseded:
             return
-        except _Refused as exc:  # nothing more to try for this wish; the next one is written again
+        except Refused as exc:  # nothing more to try for this wish; the next one is written again
             self._applied = _UNKNOWN
             self._modest.warning("nodelabel.refused", node=self.node, label=HAS_IP, error=str(exc))
         except Exception as exc:  # never into the daemon
@@ -175,14 +156,14 @@ class NodeLabels:
 
         try:
             tenacity.Retrying(
-                retry=tenacity.retry_if_exception_type(_Transient),
+                retry=tenacity.retry_if_exception_type(Transient),
                 wait=tenacity.wait_exponential(multiplier=self._backoff, max=BACKOFF_MAX),
                 stop=superseded,
                 before_sleep=logged,
                 sleep=self._pause,
                 reraise=True,
             )(fn, *args)
-        except _Transient:
+        except Transient:
             raise _Superseded() from None
         if self._superseded(serial):
             raise _Superseded()
@@ -191,12 +172,11 @@ class NodeLabels:
         self._closing.wait(seconds)  # a backoff that SIGTERM cuts short
 
     def _patch(self, node: str, value: str | None) -> None:
-        body = {"metadata": {"labels": {HAS_IP: value}}}
-        self._send("PATCH", f"/api/v1/nodes/{quote(node, safe='')}", body=body, content_type=MERGE_PATCH)
+        self._requests.patch_labels(node, {HAS_IP: value})
 
     def _clean_others(self, value: str, serial: int) -> None:
         """Remove `HAS_IP=value` from every other Node (what a crashed leader left)."""
-        listed = self._send("GET", "/api/v1/nodes", query={"labelSelector": f"{HAS_IP}={value}"})
+        listed = self._requests.send("GET", "/api/v1/nodes", query={"labelSelector": f"{HAS_IP}={value}"})
         for item in listed.get("items") or []:
             name = str((item.get("metadata") or {}).get("name") or "")
             if not name or name == self.node:
@@ -205,40 +185,11 @@ class NodeLabels:
                 raise _Superseded()
             try:
                 self._patch(name, None)
-            except _Gone:
+            except Gone:
                 continue
             log.info("nodelabel.stale_removed", node=name, label=HAS_IP, value=value, by=self.node)
-
-    def _send(self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None,
-              content_type: str = "application/json") -> Any:
-        from http.client import HTTPException
-
-        from generic.kuberest import transport_of
-
-        api = self._api_client()
-        if callable(api):  # an ApiClientSelector
-            api = api()
-        if api is None:
-            raise _Transient("no Kubernetes API client yet")
-        try:
-            response = transport_of(api).request(method, path, body=body, query=query, timeout=self._timeout,
-                                                 content_type=content_type)
-        except (HTTPException, OSError) as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
-        status = response.status
-        if 200 <= status < 300:
-            self.writes += 1
-            return response.json() if response.data else {}
-        if status == 404 and path != f"/api/v1/nodes/{quote(self.node, safe='')}":
-            raise _Gone()
-        if status in (404, 409, 429) or status >= 500:  # our own Node not registered yet: retried
-            raise _Transient(f"HTTP {status} {response.reason}")
-        raise _Refused(f"HTTP {status} {response.reason}")
 
 
 class _Superseded(Exception):
     """A newer wish (or the shutdown) replaced the one being written."""
 
-
-class _Gone(Exception):
-    """Another Node was deleted meanwhile: nothing to remove."""

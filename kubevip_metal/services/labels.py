@@ -6,7 +6,7 @@ serving it, when the Service goes, and at exit.
 63 each, so `<name>.<namespace>` may not fit. Such a Service is skipped for labelling, with one log line naming it
 (`nodelabel.service_skipped`), and served as usual; the others go on.
 
-**Values** are `kubevip_metal.daemon.nodelabels.label_value`'s: IPv4 as is, IPv6 in 32 hex digits, several joined
+**Values** are `kubevip_metal.node_requests.label_value`'s: IPv4 as is, IPv6 in 32 hex digits, several joined
 by `_` (what does not fit in 63 characters is left out).
 
 **Coalesced.** The Services worker hands over each pass's decisions (`served`, which only records them); one writer
@@ -28,14 +28,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import tenacity
 
 from generic.logfmt import get_logger
 from generic.parse import IPAddress
-from kubevip_metal.daemon.nodelabels import MERGE_PATCH, REQUEST_TIMEOUT, label_value
 from kubevip_metal.events import ModestLog
+from kubevip_metal.node_requests import REQUEST_TIMEOUT, NodeRequests, Refused, Transient, label_value, node_path
 
 log = get_logger("kubevip_metal.services.labels")
 
@@ -53,22 +52,15 @@ def service_label_key(namespace: str, name: str) -> str | None:
     return PREFIX + part if len(part) <= NAME_LIMIT else None
 
 
-class _Transient(Exception):
-    """Worth another attempt."""
-
-
-class _Refused(Exception):
-    """The API server refused for good (403, 422)."""
-
-
 class ServiceLabels:
     """This Node's `service-provided.kube-vip.io/*` labels, kept equal to the Services it serves, from one thread."""
 
     def __init__(self, api_client: Callable[[], Any], node: str, *, interval: float = INTERVAL,
                  request_timeout: float = REQUEST_TIMEOUT, backoff: float = BACKOFF,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._api_client, self.node = api_client, node
-        self._interval, self._timeout, self._backoff, self._clock = interval, request_timeout, backoff, clock
+        self.node = node
+        self._requests = NodeRequests(api_client, node, request_timeout)
+        self._interval, self._backoff, self._clock = interval, backoff, clock
         self._changed = threading.Condition()
         self._wanted: dict[str, str] = {}  # label key -> value
         self._dirty = False
@@ -165,7 +157,7 @@ class ServiceLabels:
     def _write(self, wanted: dict[str, str]) -> None:
         try:
             self._retrying(self._patch, wanted)
-        except _Refused as exc:
+        except Refused as exc:
             self._modest.warning("nodelabel.refused", node=self.node, labels=PREFIX + "*", error=str(exc))
             self._redo()
         except Exception as exc:  # never into the Services worker
@@ -184,7 +176,7 @@ class ServiceLabels:
                                  attempt=state.attempt_number, error=str(error))
 
         tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Transient),
+            retry=tenacity.retry_if_exception_type(Transient),
             wait=tenacity.wait_exponential(multiplier=self._backoff, max=BACKOFF_MAX),
             stop=lambda _state: self._stopped.is_set() or (self._closing.is_set() and _state.attempt_number >= 3),
             before_sleep=logged,
@@ -197,41 +189,16 @@ class ServiceLabels:
 
     def _patch(self, wanted: dict[str, str]) -> None:
         if self._applied is None:  # what a crash of ours left, and what the last failed write may have written
-            node = self._send("GET", self._path())
+            node = self._requests.send("GET", node_path(self.node))
             labels = (node.get("metadata") or {}).get("labels") or {}
             self._applied = {k: str(v) for k, v in labels.items() if k.startswith(PREFIX)}
         changes: dict[str, str | None] = {k: v for k, v in wanted.items() if self._applied.get(k) != v}
         changes.update({k: None for k in self._applied if k not in wanted})
         if not changes:
             return
-        self._send("PATCH", self._path(), body={"metadata": {"labels": changes}}, content_type=MERGE_PATCH)
+        self._requests.patch_labels(self.node, changes)
         self._applied = dict(wanted)
         self._last_write = self._clock()
         self.patches += 1
         log.info("nodelabel.services_patched", node=self.node, set=sum(v is not None for v in changes.values()),
                  removed=sum(v is None for v in changes.values()), carried=len(wanted))
-
-    def _path(self) -> str:
-        return f"/api/v1/nodes/{quote(self.node, safe='')}"
-
-    def _send(self, method: str, path: str, *, body: Any = None, content_type: str = "application/json") -> Any:
-        from http.client import HTTPException
-
-        from generic.kuberest import transport_of
-
-        api = self._api_client()
-        if callable(api):  # an ApiClientSelector
-            api = api()
-        if api is None:
-            raise _Transient("no Kubernetes API client yet")
-        try:
-            response = transport_of(api).request(method, path, body=body, timeout=self._timeout,
-                                                 content_type=content_type)
-        except (HTTPException, OSError) as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
-        status = response.status
-        if 200 <= status < 300:
-            return response.json() if response.data else {}
-        if status in (404, 409, 429) or status >= 500:
-            raise _Transient(f"HTTP {status} {response.reason}")
-        raise _Refused(f"HTTP {status} {response.reason}")
