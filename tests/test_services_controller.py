@@ -85,7 +85,10 @@ def cluster() -> Iterator[Cluster]:
 
 
 class Node:
-    def __init__(self, cluster: Cluster, name: str, lock: Any = None, per_service: bool = False) -> None:
+    """One node's Services controller on fake netlink; `options` go to the controller as they are (events, DHCP)."""
+
+    def __init__(self, cluster: Cluster, name: str, lock: Any = None, per_service: bool = False,
+                 **options: Any) -> None:
         self.addresses = FakeAddresses(("eth0", "lo"))
         self.announcer = RecordingAnnouncer()
         self.vips = VipController(self.addresses, [self.announcer])
@@ -93,7 +96,7 @@ class Node:
                                              interface_for=lambda _a: "eth0", lock=lock, timers=TIMERS,
                                              write_vip_host=lock is not None or per_service,
                                              prefix=lambda a: 32 if a.version == 4 else 128,
-                                             per_service=per_service)
+                                             per_service=per_service, **options)
         self.controller.start()
 
     def held(self) -> set[str]:

@@ -22,7 +22,7 @@ from kubevip_testbed.waiting import wait_for
 from tests.ddns_support import FakeClient, lease
 from tests.fakes import FakeAddresses, RecordingAnnouncer
 from tests.memory_lock import MemoryStore
-from tests.test_services_controller import RULES, TIMERS, Cluster
+from tests.test_services_controller import RULES, TIMERS, Cluster, Node
 
 POOL = [f"198.51.100.{i}" for i in range(150, 160)]
 
@@ -73,24 +73,6 @@ class Recorded:
         return lambda *args: self.calls.append((name, args))
 
 
-class Node:
-    def __init__(self, cluster: Cluster, name: str, lock: Any, events: Any = None, report_after: float = 60) -> None:
-        self.addresses = FakeAddresses(("eth0", "lo"))
-        self.vips = VipController(self.addresses, [RecordingAnnouncer()])
-        self.controller = ServicesController(self.vips, cluster.api(name), name, RULES,
-                                             interface_for=lambda _a: "eth0", lock=lock, timers=TIMERS,
-                                             write_vip_host=True, prefix=lambda a: 32, events=events,
-                                             dhcp_client=FakeServer, dhcp_report_after=report_after)
-        self.controller.start()
-
-    def held(self) -> set[str]:
-        return {str(v.address) for v in self.addresses.held}
-
-    def stop(self) -> None:
-        self.controller.stop()
-        self.vips.stop()
-
-
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     FakeServer.leases, FakeServer.made, FakeServer.answering = {}, [], True
@@ -104,8 +86,9 @@ def nodes(cluster: Cluster) -> Iterator[Callable[..., Node]]:
     started: list[Node] = []
     store = MemoryStore()
 
-    def start(name: str, **kwargs: Any) -> Node:
-        node = Node(cluster, name, store.client(name), **kwargs)
+    def start(name: str, events: Any = None, report_after: float = 60) -> Node:
+        node = Node(cluster, name, store.client(name), events=events, dhcp_client=FakeServer,
+                    dhcp_report_after=report_after)
         started.append(node)
         return node
 
