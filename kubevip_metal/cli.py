@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None)
         return 2
     from kubevip_metal.manager import run
 
-    return run(config, stop or threading.Event())
+    return run(config, stop)
 
 
 if __name__ == "__main__":
