@@ -255,13 +255,17 @@ class Daemon:
                 self.ddns.stop()
             self.vips.stop()
             self.deps.addresses.close()
+
+            def left() -> float:  # what is left of EVENTS_BY, never more than half a second for one writer
+                return max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began)))
+
             if self.labels is not None:  # the removal was queued at the step-down and is being written meanwhile
-                self.labels.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
+                self.labels.close(timeout=left())
             if self.service_labels is not None:  # every Service label of this node, in one patch
-                self.service_labels.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
-            # the SteppedDown above is being written meanwhile; what is left gets what is left of EVENTS_BY (never
-            # more than half a second), so Events never push a SIGTERM past its 2 s
-            self.events.close(timeout=max(0.0, min(0.5, EVENTS_BY - (time.monotonic() - began))))
+                self.service_labels.close(timeout=left())
+            # the SteppedDown above is being written meanwhile; it gets what is left, so Events never push a
+            # SIGTERM past its 2 s
+            self.events.close(timeout=left())
             # -- metrics: last, so a scrape during shutdown still sees the step-down
             if self.metrics is not None:
                 self.metrics.close()
